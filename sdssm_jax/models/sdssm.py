@@ -1,0 +1,191 @@
+"""The Selective Dense State-Space Model (SD-SSM, Terzić et al., AAAI 2025).
+
+One layer, for token inputs u_1..u_L over V symbols (one-hot, no embedding):
+
+  s_t = softmax(W_s u_t + c_s)                    selector, [K]
+  A(u_t) = sum_k s_t[k] A_k                       dictionary of K dense N x N matrices
+  Â(u_t) = A(u_t) / ||A(u_t)[:, j]||_p per column  operator normalisation (COLUMNS)
+  x_t = Â(u_t) x_{t-1} + B u_t,  x_0 = 0          linear recurrence
+  y_t = W_o LayerNorm(x_t) + c_o                  linear readout, logits at every t
+
+The maths lives in the pure functions below; :class:`SDSSM` only holds parameters
+(``selector``, ``A``, ``B``, ``norm``, ``readout``) and calls them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from sdssm_jax import scan as scan_lib
+from sdssm_jax.validation import check_token_ids
+
+__all__ = ["SDSSM", "column_normalize", "select_transitions", "torch_linear_init",
+           "dictionary_init", "PATHS"]
+
+PATHS = ("token", "general")
+
+
+# ----------------------------------------------------------------------------- maths
+
+
+def column_normalize(a: jax.Array, p: float) -> jax.Array:
+  """Divides every column of ``a`` by its Lp norm.
+
+  Args:
+    a: ``[..., N, N]``; column ``j`` is ``a[..., :, j]``.
+    p: the norm's exponent, ``p > 1`` in the paper.
+  Returns:
+    ``[..., N, N]`` with ``sum_i |out[..., i, j]|^p == 1`` for every ``j``.
+  """
+  norms = jnp.sum(jnp.abs(a) ** p, axis=-2, keepdims=True) ** (1.0 / p)
+  return a / norms
+
+
+def select_transitions(selector_logits: jax.Array, dictionary: jax.Array,
+                       p: float) -> jax.Array:
+  """Softmax-mixes the dictionary and normalises the result.
+
+  Args:
+    selector_logits: ``[..., K]`` (``W_s u + c_s``).
+    dictionary: ``[K, N, N]``.
+    p: exponent of the column normalisation.
+  Returns:
+    Normalised transitions ``[..., N, N]``.
+  """
+  weights = jax.nn.softmax(selector_logits.astype(jnp.float32), axis=-1)
+  mixed = jnp.einsum("...k,kij->...ij", weights, dictionary.astype(jnp.float32),
+                     precision=jax.lax.Precision.HIGHEST)
+  return column_normalize(mixed, p)
+
+
+# ----------------------------------------------------------------------- initialisers
+
+
+def torch_linear_init(fan_in: int):
+  """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): the usual fan-in init of linear layers
+  (weights and biases) in the official release."""
+  bound = 1.0 / math.sqrt(fan_in)
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+def dictionary_init(state_size: int):
+  """U(-sqrt(6)/sqrt(2N), sqrt(6)/sqrt(2N)) for every entry of every A_k."""
+  bound = math.sqrt(6.0) / math.sqrt(2.0 * state_size)
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+def _dense(features: int, fan_in: int, name: str, use_bias: bool = True) -> nn.Dense:
+  init = torch_linear_init(fan_in)
+  return nn.Dense(features, use_bias=use_bias, kernel_init=init, bias_init=init, name=name)
+
+
+# ----------------------------------------------------------------------------- module
+
+
+class SDSSM(nn.Module):
+  """One-layer SD-SSM over token ids.
+
+  ``model.apply({"params": params}, tokens)`` maps int ``[B, L]`` (or ``[L]``) token
+  ids in ``[0, vocab_size)`` to logits ``[B, L, num_classes]``: the prediction after
+  every prefix (read the last one for final-state classification).
+
+  Attributes:
+    vocab_size: V, number of input symbols (a query token counts as one).
+    num_classes: C, number of output classes.
+    state_size: N, the state dimension.
+    num_matrices: K, the dictionary size.
+    p_norm: p of the column Lp normalisation, > 1.
+    scan: scan backend (``"sequential"``, ``"associative"``, ``"chunked"``); ``None``
+      picks the fastest for the current platform (``scan.default_method``).
+    chunk_size: steps per chunk for ``scan="chunked"``.
+  """
+
+  vocab_size: int
+  num_classes: int
+  state_size: int = 64
+  num_matrices: int = 8
+  p_norm: float = 1.2
+  scan: Optional[str] = None
+  chunk_size: int = 64
+
+  def __post_init__(self):
+    for field in ("vocab_size", "num_classes", "state_size", "num_matrices", "chunk_size"):
+      if int(getattr(self, field)) < 1:
+        raise ValueError(f"SDSSM.{field} must be >= 1, got {getattr(self, field)}.")
+    if not self.p_norm > 1.0:
+      raise ValueError(f"SDSSM.p_norm must be > 1, got {self.p_norm}.")
+    if self.scan is not None and self.scan not in scan_lib.METHODS:
+      raise ValueError(
+          f"Unknown scan {self.scan!r}; valid choices: {', '.join(scan_lib.METHODS)} or None.")
+    super().__post_init__()
+
+  def setup(self):
+    V, N, K = self.vocab_size, self.state_size, self.num_matrices
+    self.selector = _dense(K, V, "selector")
+    self.A = self.param("A", dictionary_init(N), (K, N, N))
+    self.B = self.param("B", torch_linear_init(V), (V, N))
+    self.norm = nn.LayerNorm(epsilon=1e-5, name="norm")
+    self.readout = _dense(self.num_classes, N, "readout")
+
+  @property
+  def scan_method(self) -> str:
+    return self.scan or scan_lib.default_method()
+
+  # -- transitions ---------------------------------------------------------------
+
+  def symbol_transitions(self) -> jax.Array:
+    """The V per-symbol normalised transitions Â(e_v), ``[V, N, N]``."""
+    return select_transitions(self.selector(jnp.eye(self.vocab_size)), self.A, self.p_norm)
+
+  def feature_transitions(self, u: jax.Array) -> jax.Array:
+    """Per-position transitions from input features ``u`` ``[..., L, V]``, computed in
+    parallel: ``[..., L, N, N]``."""
+    return select_transitions(self.selector(u), self.A, self.p_norm)
+
+  # -- states and readout ----------------------------------------------------------
+
+  def states(self, tokens: jax.Array, path: str = "token") -> jax.Array:
+    """States x_1..x_L, float32 ``[..., L, N]``, for int ``tokens`` ``[..., L]``.
+
+    ``path="token"`` computes the V per-symbol matrices once and lets the scan gather
+    them per step; ``path="general"`` builds a transition matrix for every position
+    from one-hot features (what a stack of layers over continuous inputs does). Both
+    give the same numbers.
+    """
+    if path == "token":
+      b = jnp.take(self.B, tokens, axis=0)
+      return scan_lib.linear_recurrence(self.symbol_transitions(), b, method=self.scan_method,
+                                        chunk_size=self.chunk_size, index=tokens)
+    if path == "general":
+      u = jax.nn.one_hot(tokens, self.vocab_size, dtype=jnp.float32)
+      return scan_lib.linear_recurrence(self.feature_transitions(u), u @ self.B,
+                                        method=self.scan_method, chunk_size=self.chunk_size)
+    raise ValueError(f"Unknown path {path!r}; valid choices: {', '.join(PATHS)}.")
+
+  def step(self, states: jax.Array, symbol: int) -> jax.Array:
+    """Applies one more symbol to states ``[..., N]``: Â(e_symbol) x + B[symbol]."""
+    a = self.symbol_transitions()[symbol]
+    return jnp.einsum("ij,...j->...i", a, states, precision=jax.lax.Precision.HIGHEST) + (
+        self.B[symbol])
+
+  def logits(self, states: jax.Array) -> jax.Array:
+    """LayerNorm + linear readout: ``[..., N]`` -> ``[..., C]``."""
+    return self.readout(self.norm(states))
+
+  def __call__(self, tokens: jax.Array, path: str = "token") -> jax.Array:
+    """Logits ``[..., L, C]`` after every prefix of int ``tokens`` ``[..., L]``."""
+    check_token_ids(tokens, self.vocab_size)
+    return self.logits(self.states(jnp.asarray(tokens), path))

@@ -1,0 +1,281 @@
+"""Task interface, automaton tasks and the task registry.
+
+Conventions shared by every task:
+
+* Tokens are integer ids in ``[0, vocab_size)``; there is no query token here
+  (models append one themselves if they want it).
+* ``sample(key, batch_size, length)`` returns ``{"tokens": int32 [B, L'],
+  "label": int32 [B]}`` with ``L' = effective_length(length)``; it is jittable
+  with ``batch_size`` and ``length`` static and uses only the explicit PRNG key.
+* ``labels_at_every_prefix(tokens)[b, t]`` is the label of ``tokens[b, :t+1]``,
+  or ``-1`` where that prefix is not a valid input of the task.
+* An :class:`AutomatonTask` is a deterministic finite automaton given as data
+  (transition table ``[S, V]``, initial state, per-state labels); every state
+  table is a read-only numpy ``int32`` array, converted with ``jnp.asarray``
+  inside traced code.
+
+The registry (``register``, ``register_family``, ``get``, ``names``) lives here
+so that task modules can register themselves without a circular import; it is
+re-exported by :mod:`sdssm_jax.tasks`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from typing import Callable, Dict, List, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sdssm_jax.validation import check_token_ids
+
+__all__ = [
+    "Task",
+    "AutomatonTask",
+    "register",
+    "register_family",
+    "get",
+    "names",
+]
+
+
+def _readonly_int32(x) -> np.ndarray:
+  arr = np.array(x, dtype=np.int32, copy=True)
+  arr.setflags(write=False)
+  return arr
+
+
+class Task:
+  """Abstract sequence-classification task (label of the whole sequence).
+
+  Attributes ``name``, ``vocab_size`` and ``num_classes`` are read-only.
+  Subclasses implement :meth:`sample` and :meth:`labels_at_every_prefix`.
+  """
+
+  #: The prefixes of a random sample of length L are distributed as random
+  #: samples of the shorter (valid) lengths.
+  prefix_closed: bool = True
+
+  def __init__(self, name: str, vocab_size: int, num_classes: int):
+    if vocab_size < 1:
+      raise ValueError(f"vocab_size must be >= 1, got {vocab_size}")
+    if num_classes < 1:
+      raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    self._name = str(name)
+    self._vocab_size = int(vocab_size)
+    self._num_classes = int(num_classes)
+
+  @property
+  def name(self) -> str:
+    return self._name
+
+  @property
+  def vocab_size(self) -> int:
+    """Number of input symbols (no query token)."""
+    return self._vocab_size
+
+  @property
+  def num_classes(self) -> int:
+    return self._num_classes
+
+  def effective_length(self, length):
+    """Length actually produced for a requested ``length`` (int or int array)."""
+    return length
+
+  def sample(self, key, batch_size: int, length: int) -> Dict[str, jax.Array]:
+    raise NotImplementedError
+
+  def labels_at_every_prefix(self, tokens) -> jax.Array:
+    raise NotImplementedError
+
+  def validate_tokens(self, tokens):
+    """Raise ValueError if a concrete token array holds an id outside [0, V).
+
+    Traced arrays cannot be checked and are returned unchanged.
+    """
+    return check_token_ids(tokens, self.vocab_size, f"{self.name}: tokens")
+
+  def _check_sample_args(self, batch_size, length) -> int:
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+      raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if not isinstance(length, (int, np.integer)) or length < 1:
+      raise ValueError(f"length must be a positive int, got {length!r}")
+    eff = int(self.effective_length(int(length)))
+    if eff < 1:
+      raise ValueError(f"{self.name}: length {length} gives an empty sequence")
+    return eff
+
+  def __repr__(self) -> str:
+    return (
+        f"{type(self).__name__}(name={self.name!r}, vocab_size={self.vocab_size}, "
+        f"num_classes={self.num_classes})"
+    )
+
+
+class AutomatonTask(Task):
+  """A task defined by a deterministic automaton given as data.
+
+  Args:
+    name: task name.
+    transitions: int table ``[S, V]``; ``transitions[q, a]`` is the next state.
+    initial_state: start state (state of the empty prefix).
+    state_labels: int ``[S]``, the class of each state (``-1``: not a valid input).
+    num_classes: number of classes (labels lie in ``[0, num_classes)``).
+  """
+
+  def __init__(self, name: str, transitions, initial_state: int, state_labels, num_classes: int):
+    table = _readonly_int32(transitions)
+    if table.ndim != 2:
+      raise ValueError(f"transitions must be [S, V], got shape {table.shape}")
+    num_states, vocab = table.shape
+    if table.size and (table.min() < 0 or table.max() >= num_states):
+      raise ValueError("transitions must map into [0, S)")
+    labels = _readonly_int32(state_labels)
+    if labels.shape != (num_states,):
+      raise ValueError(f"state_labels must have shape ({num_states},), got {labels.shape}")
+    if labels.min() < -1 or labels.max() >= num_classes:
+      raise ValueError(f"state_labels must lie in [-1, {num_classes})")
+    if not 0 <= int(initial_state) < num_states:
+      raise ValueError(f"initial_state must lie in [0, {num_states})")
+    super().__init__(name, vocab, num_classes)
+    self._transitions = table
+    self._initial_state = int(initial_state)
+    self._state_labels = labels
+    self._commutative: Optional[bool] = None
+
+  # -- data -------------------------------------------------------------
+  @property
+  def transitions(self) -> np.ndarray:
+    return self._transitions
+
+  @property
+  def initial_state(self) -> int:
+    return self._initial_state
+
+  @property
+  def state_labels(self) -> np.ndarray:
+    return self._state_labels
+
+  @property
+  def num_states(self) -> int:
+    """Number of states in the table (every table built here is reachable-only)."""
+    return int(self._transitions.shape[0])
+
+  def reachable_states(self) -> np.ndarray:
+    """Sorted indices of the states reachable from the initial state."""
+    seen = np.zeros(self.num_states, dtype=bool)
+    seen[self._initial_state] = True
+    frontier = deque([self._initial_state])
+    while frontier:
+      q = frontier.popleft()
+      for r in self._transitions[q]:
+        if not seen[r]:
+          seen[r] = True
+          frontier.append(int(r))
+    return np.nonzero(seen)[0]
+
+  @property
+  def is_commutative(self) -> bool:
+    """True iff delta(delta(q,a),b) == delta(delta(q,b),a) for all reachable q, a, b."""
+    if self._commutative is None:
+      t = self._transitions
+      q = self.reachable_states()
+      after_a = t[q]  # [R, V]: delta(q, a)
+      ab = t[after_a]  # [R, V, V]: delta(delta(q, a), b)
+      self._commutative = bool(np.array_equal(ab, np.swapaxes(ab, 1, 2)))
+    return self._commutative
+
+  # -- computation ------------------------------------------------------
+  def states_at_every_prefix(self, tokens) -> jax.Array:
+    """int32 ``[B, L]``: state after reading ``tokens[b, :t+1]`` (jittable)."""
+    tokens = jnp.asarray(tokens)
+    if tokens.ndim != 2:
+      raise ValueError(f"tokens must be [B, L], got shape {tokens.shape}")
+    table = jnp.asarray(self._transitions)
+    flat = table.reshape(-1)
+    vocab = self.vocab_size
+    q0 = jnp.full((tokens.shape[0],), self._initial_state, dtype=jnp.int32)
+
+    def step(q, tok):
+      nq = flat[q * vocab + tok.astype(jnp.int32)]
+      return nq, nq
+
+    _, states = jax.lax.scan(step, q0, jnp.swapaxes(tokens, 0, 1))
+    return jnp.swapaxes(states, 0, 1).astype(jnp.int32)
+
+  def labels_at_every_prefix(self, tokens) -> jax.Array:
+    states = self.states_at_every_prefix(tokens)
+    return jnp.asarray(self._state_labels)[states]
+
+  def sample_tokens(self, key, batch_size: int, length: int) -> jax.Array:
+    """int32 ``[batch_size, length]`` tokens, uniform over the vocabulary."""
+    return jax.random.randint(key, (batch_size, length), 0, self.vocab_size, dtype=jnp.int32)
+
+  def sample(self, key, batch_size: int, length: int) -> Dict[str, jax.Array]:
+    eff = self._check_sample_args(batch_size, length)
+    tokens = self.sample_tokens(key, int(batch_size), eff).astype(jnp.int32)
+    labels = self.labels_at_every_prefix(tokens)
+    return {"tokens": tokens, "label": labels[:, -1]}
+
+
+# ---------------------------------------------------------------------------
+# Registry
+# ---------------------------------------------------------------------------
+
+_FIXED: Dict[str, Callable[[], Task]] = {}
+_FAMILIES: List[Tuple["re.Pattern[str]", Callable[..., Task], str]] = []
+_CACHE: Dict[str, Task] = {}
+
+
+def register(name: str, factory: Callable[[], Task]) -> None:
+  """Register ``factory()`` under the fixed ``name`` (listed by :func:`names`)."""
+  if name in _FIXED:
+    raise ValueError(f"task {name!r} is already registered")
+  _FIXED[name] = factory
+  _CACHE.pop(name, None)
+
+
+def register_family(
+    regex: str, factory: Callable[..., Task], display: Optional[str] = None
+) -> None:
+  """Register a parametric family matched by the full-match ``regex``.
+
+  ``factory`` is called with the regex groups, each converted to ``int`` when
+  it is all digits. ``display`` is the pattern shown in error messages
+  (default: each group replaced by ``<N>``, e.g. ``"c2xc<N>"``).
+  """
+  pattern = re.compile(regex)
+  if display is None:
+    display = re.sub(r"\((?:[^()\\]|\\.)*\)", "<N>", regex)
+  _FAMILIES.append((pattern, factory, display))
+
+
+def names() -> List[str]:
+  """Names of the registered concrete tasks, in registration order."""
+  return list(_FIXED)
+
+
+def _choices() -> str:
+  return ", ".join(list(_FIXED) + [d for _, _, d in _FAMILIES])
+
+
+def get(name: str) -> Task:
+  """Return the task called ``name`` (cached); ValueError lists valid choices."""
+  if name in _CACHE:
+    return _CACHE[name]
+  task: Optional[Task] = None
+  if name in _FIXED:
+    task = _FIXED[name]()
+  else:
+    for pattern, factory, _ in _FAMILIES:
+      m = pattern.fullmatch(name) if isinstance(name, str) else None
+      if m is not None:
+        args = [int(g) if g is not None and g.isdigit() else g for g in m.groups()]
+        task = factory(*args)
+        break
+  if task is None:
+    raise ValueError(f"unknown task {name!r}; valid choices: {_choices()}")
+  _CACHE[name] = task
+  return task
