@@ -1,0 +1,184 @@
+"""Experiment configs (ml-collections) with the official per-task settings.
+
+``get_config("task=d4,model=sdssm")`` returns a ConfigDict whose defaults are the
+settings of the paper's best runs (SDSSM.md); ``validate(config)`` checks a config
+(after command-line overrides) and names the valid choices when something is off.
+"""
+
+from __future__ import annotations
+
+import math
+
+import ml_collections
+
+from sdssm_jax import models, tasks
+from sdssm_jax.scan import METHODS
+
+__all__ = ["OFFICIAL", "get_config", "get_smoke_config", "parse_arg", "validate"]
+
+# Official per-task settings of the best runs (lr, K, p, seed, query token).
+OFFICIAL = {
+    "parity": dict(lr=1e-4, num_matrices=8, p_norm=1.2, seed=0, query_token=True),
+    "even_pairs": dict(lr=2e-5, num_matrices=8, p_norm=1.4, seed=0, query_token=True),
+    "cycle_navigation": dict(lr=2e-5, num_matrices=8, p_norm=1.3, seed=0, query_token=True),
+    "modular_arithmetic": dict(lr=1e-4, num_matrices=18, p_norm=1.2, seed=1, query_token=True),
+    "c2xc4": dict(lr=2e-5, num_matrices=6, p_norm=1.1, seed=2, query_token=False),
+    "d4": dict(lr=2e-5, num_matrices=6, p_norm=1.1, seed=0, query_token=False),
+    "a5": dict(lr=2e-5, num_matrices=6, p_norm=1.3, seed=0, query_token=False),
+}
+# Tasks without an official run (c2xc30, d30, other N) borrow their family's settings.
+_FAMILY_DEFAULT = {"c2xc": "c2xc4", "d": "d4"}
+
+SCHEDULES = ("constant", "cosine", "warmup_cosine")
+EVAL_MODES = ("prefix", "per_length")
+BEST_METRICS = ("id_acc", "val_ood_acc")
+
+
+def _official(task: str) -> dict:
+  if task in OFFICIAL:
+    return OFFICIAL[task]
+  for prefix, ref in _FAMILY_DEFAULT.items():
+    if task.startswith(prefix) and task[len(prefix):].isdigit():
+      return OFFICIAL[ref]
+  return dict(lr=1e-4, num_matrices=8, p_norm=1.2, seed=0, query_token=False)
+
+
+def parse_arg(arg: str | None) -> dict:
+  """``"task=d4,model=sdssm"`` -> ``{"task": "d4", "model": "sdssm"}``."""
+  out = {}
+  for item in filter(None, (arg or "").split(",")):
+    if "=" not in item:
+      raise ValueError(f"Config argument {item!r} is not key=value; expected e.g. "
+                       "'task=d4,model=sdssm'.")
+    key, value = (s.strip() for s in item.split("=", 1))
+    if key not in ("task", "model"):
+      raise ValueError(f"Unknown config argument {key!r}; valid keys: task, model "
+                       "(set anything else with --config.<field>=...).")
+    out[key] = value
+  return out
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The config for ``arg`` (``"task=<name>,model=<name>"``), official defaults."""
+  parsed = parse_arg(arg)
+  task = parsed.get("task", "parity")
+  model = parsed.get("model", "sdssm")
+  tasks.get(task)  # unknown task: ValueError listing the valid ones
+  official = _official(task)
+
+  c = ml_collections.ConfigDict()
+  c.task = task                    # task name, one of sdssm_jax.tasks.names() (or c2xc<N>, d<N>)
+  c.model = model                  # model name, one of sdssm_jax.models.names()
+  c.seed = official["seed"]        # PRNG seed for initialisation and training data
+  c.query_token = official["query_token"]  # append a query symbol and read the prediction there
+
+  c.model_config = models.default_config(model)  # constructor fields of the model
+  if "num_matrices" in c.model_config:
+    c.model_config.num_matrices = official["num_matrices"]  # K, dictionary size
+  if "p_norm" in c.model_config:
+    c.model_config.p_norm = official["p_norm"]  # p of the column Lp normalisation
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.lr = official["lr"]          # peak learning rate of Adam
+  c.optimizer.weight_decay = 0.0           # decoupled weight decay (AdamW) when > 0
+  c.optimizer.clip_norm = 1.0              # global gradient-norm clipping threshold
+  c.optimizer.schedule = "constant"        # one of SCHEDULES
+  c.optimizer.warmup_steps = 0             # linear warm-up steps (warmup_cosine)
+  c.optimizer.end_lr_factor = 0.0          # final lr / peak lr for cosine schedules
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 1_000_000        # optimisation steps
+  c.train.batch_size = 128         # sequences per step (global, over all devices)
+  c.train.min_length = 1           # shortest training length
+  c.train.train_length = 40        # longest training length; lengths ~ U{min..max} per sequence
+  c.train.log_every = 100          # steps between metric lines (JSONL, TensorBoard)
+  c.train.checkpoint_every = 1000  # steps between checkpoints
+  c.train.keep_checkpoints = 3     # how many recent checkpoints to keep
+  c.train.eval_every = 1000        # steps between in-distribution evaluations (best checkpoint)
+  c.train.progress_bar = True      # tqdm progress bar on the terminal
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.min_length = 1            # shortest evaluated length
+  c.eval.max_length = 500          # longest evaluated length
+  c.eval.num_per_length = 512      # sequences per length
+  c.eval.seed = 2024               # fixed PRNG seed of the test sample
+  c.eval.mode = "prefix"           # "prefix": one pass scores every prefix; "per_length"
+  c.eval.batch_size = 512          # sequences per forward pass in "per_length" mode
+  c.eval.checkpoint = "best"       # evaluate the "best" or the "last" checkpoint at the end
+  c.eval.best_metric = "id_acc"    # selection metric of the best checkpoint, one of BEST_METRICS
+  c.eval.id_num_per_length = 128   # sequences per length for the periodic evaluations
+  c.eval.val_max_length = 0        # > train_length: also score a validation sample on
+                                   # lengths train_length+1..val_max_length (0: off)
+  c.eval.val_seed = 7              # PRNG seed of the validation sample (never the test seed)
+  return c
+
+
+def get_smoke_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """A tiny config that trains in seconds on a CPU (for tests and smoke runs)."""
+  c = get_config(arg)
+  if "state_size" in c.model_config:
+    c.model_config.state_size = 8
+  c.optimizer.lr = 1e-2
+  c.train.steps = 30
+  c.train.batch_size = 16
+  c.train.train_length = 8
+  c.train.log_every = 10
+  c.train.checkpoint_every = 10
+  c.train.eval_every = 10
+  c.train.progress_bar = False
+  c.eval.max_length = 24
+  c.eval.num_per_length = 16
+  c.eval.id_num_per_length = 16
+  return c
+
+
+def _choice(value, choices, what):
+  if value not in choices:
+    raise ValueError(f"Unknown {what} {value!r}; valid choices: {', '.join(map(str, choices))}.")
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """Raises ``ValueError`` naming the field and its valid values if ``c`` is invalid."""
+  tasks.get(c.task)
+  _choice(c.model, models.names(), "model")
+  models.validate_config(c.model, c.model_config)
+  if "scan" in c.model_config and c.model_config.scan is not None:
+    _choice(c.model_config.scan, METHODS, "model_config.scan")
+  _choice(c.optimizer.schedule, SCHEDULES, "optimizer.schedule")
+  _choice(c.eval.mode, EVAL_MODES, "eval.mode")
+  _choice(c.eval.checkpoint, ("best", "last"), "eval.checkpoint")
+  _choice(c.eval.best_metric, BEST_METRICS, "eval.best_metric")
+  positive = {
+      "train.steps": c.train.steps, "train.batch_size": c.train.batch_size,
+      "train.min_length": c.train.min_length, "train.train_length": c.train.train_length,
+      "train.log_every": c.train.log_every, "train.checkpoint_every": c.train.checkpoint_every,
+      "train.keep_checkpoints": c.train.keep_checkpoints, "train.eval_every": c.train.eval_every,
+      "eval.min_length": c.eval.min_length, "eval.max_length": c.eval.max_length,
+      "eval.num_per_length": c.eval.num_per_length, "eval.batch_size": c.eval.batch_size,
+      "eval.id_num_per_length": c.eval.id_num_per_length,
+  }
+  for name, value in positive.items():
+    if not isinstance(value, int) or value < 1:
+      raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+  if c.train.min_length > c.train.train_length:
+    raise ValueError(f"train.min_length ({c.train.min_length}) must be <= train.train_length "
+                     f"({c.train.train_length}).")
+  if c.eval.min_length > c.eval.max_length:
+    raise ValueError(f"eval.min_length ({c.eval.min_length}) must be <= eval.max_length "
+                     f"({c.eval.max_length}).")
+  if c.eval.val_max_length and c.eval.val_max_length <= c.train.train_length:
+    raise ValueError(f"eval.val_max_length must be 0 (off) or > train.train_length "
+                     f"({c.train.train_length}), got {c.eval.val_max_length}.")
+  if c.eval.best_metric == "val_ood_acc" and not c.eval.val_max_length:
+    raise ValueError("eval.best_metric='val_ood_acc' needs eval.val_max_length > "
+                     "train.train_length.")
+  if c.eval.val_max_length and c.eval.val_seed == c.eval.seed:
+    raise ValueError("eval.val_seed must differ from eval.seed: checkpoints are never "
+                     "selected on the test sample.")
+  if not (math.isfinite(c.optimizer.lr) and c.optimizer.lr > 0):
+    raise ValueError(f"optimizer.lr must be a finite number > 0, got {c.optimizer.lr}.")
+  if c.optimizer.weight_decay < 0 or c.optimizer.clip_norm <= 0:
+    raise ValueError("optimizer.weight_decay must be >= 0 and optimizer.clip_norm > 0.")
+  if c.optimizer.warmup_steps < 0 or c.optimizer.warmup_steps >= c.train.steps and (
+      c.optimizer.schedule == "warmup_cosine"):
+    raise ValueError("optimizer.warmup_steps must be in [0, train.steps).")

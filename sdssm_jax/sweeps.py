@@ -1,0 +1,291 @@
+"""Named sweeps (lists of runs) and their result tables.
+
+A sweep is a list of :class:`Run`: a unique, filesystem-safe name (the run's
+sub-directory of the sweep root), the config argument (``"task=d4,model=sdssm"``)
+and the config fields it overrides. ``experiments/sweep.py`` launches them;
+:func:`summarize` and :func:`write_summary` collect their ``results.json`` into
+``summary.csv`` / ``summary.md``.
+
+  runs = sweeps.get("table1")
+  rows = sweeps.summarize("runs/table1", runs)
+  sweeps.write_summary("runs/table1", rows)
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import dataclasses
+import itertools
+import json
+import math
+import os
+import re
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from sdssm_jax import configs
+
+__all__ = ["Run", "register", "get", "names", "grid", "format_value", "parse_value",
+           "is_finished", "read_results", "summarize", "write_summary", "to_markdown",
+           "COLUMNS", "TABLE1_TASKS"]
+
+Override = Tuple[str, Any]
+
+# Columns of summary.csv / summary.md, in order.
+COLUMNS = ("run", "task", "model", "hparams", "seed", "in_dist", "ood_mean", "ood_min", "steps",
+           "wall_time_s", "status")
+# The seven tasks of the paper's Table 1.
+TABLE1_TASKS = ("parity", "even_pairs", "cycle_navigation", "modular_arithmetic", "c2xc4", "d4",
+                "a5")
+FAILED_MARKER = "FAILED"  # written into a run's workdir by the launcher when the run fails
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One run of a sweep.
+
+  Attributes:
+    name: unique, filesystem-safe run name (its workdir under the sweep root).
+    arg: the config argument, e.g. ``"task=parity,model=sdssm"``.
+    overrides: ``(dotted_field, value)`` pairs applied on top of the config, e.g.
+      ``(("optimizer.lr", 1e-4), ("seed", 0))``.
+  """
+  name: str
+  arg: str
+  overrides: Tuple[Override, ...] = ()
+
+  def __post_init__(self):
+    if not self.name or not re.fullmatch(r"[A-Za-z0-9._=+-]+", self.name) or self.name in (
+        ".", ".."):
+      raise ValueError(f"Run name {self.name!r} is not filesystem-safe; use letters, digits "
+                       "and . _ = + -.")
+    configs.parse_arg(self.arg)  # ValueError on a malformed argument
+    object.__setattr__(self, "overrides", tuple((str(k), v) for k, v in self.overrides))
+
+  @property
+  def task(self) -> str:
+    return configs.parse_arg(self.arg).get("task", "parity")
+
+  @property
+  def model(self) -> str:
+    return configs.parse_arg(self.arg).get("model", "sdssm")
+
+
+_REGISTRY: Dict[str, Callable[[], List[Run]]] = {}
+
+
+def register(name: str, fn: Callable[[], Iterable[Run]]) -> None:
+  """Registers a sweep: ``fn()`` returns its runs (called on every :func:`get`)."""
+  _REGISTRY[name] = fn
+
+
+def names() -> List[str]:
+  """The registered sweep names, sorted."""
+  return sorted(_REGISTRY)
+
+
+def get(name: str) -> List[Run]:
+  """The runs of sweep ``name``; ``ValueError`` naming the valid sweeps if unknown."""
+  if name not in _REGISTRY:
+    raise ValueError(f"Unknown sweep {name!r}; valid sweeps: {', '.join(names())}.")
+  runs = list(_REGISTRY[name]())
+  seen = set()
+  for run in runs:
+    if run.name in seen:
+      raise ValueError(f"Sweep {name!r} has two runs named {run.name!r}.")
+    seen.add(run.name)
+  return runs
+
+
+def format_value(value: Any) -> str:
+  """Compact text of an override value: ``1e-4`` -> ``"1e-4"``, ``0.5`` -> ``"0.5"``."""
+  if isinstance(value, float) and math.isfinite(value) and value != 0 and (
+      abs(value) < 1e-3 or abs(value) >= 1e5):
+    mantissa, exponent = f"{value:.6e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
+  if isinstance(value, float):
+    return repr(value)
+  return str(value)
+
+
+def parse_value(text: str) -> Any:
+  """A command-line value as Python: ``"2000"`` -> 2000, ``"3e-4"`` -> 0.0003, else the text."""
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def _safe(text: str) -> str:
+  return re.sub(r"[^A-Za-z0-9._=+-]", "_", text)
+
+
+def grid(tasks: Sequence[str], models: Sequence[str], seeds: Optional[Sequence[int]] = (0,),
+         **hparams: Sequence[Any]) -> List[Run]:
+  """The cross product of tasks x models x hparams x seeds.
+
+  Args:
+    tasks: task names.
+    models: model names.
+    seeds: seeds to override; ``None`` keeps each config's default (official) seed.
+    **hparams: dotted config field -> values, e.g. ``**{"optimizer.lr": [1e-4, 3e-4]}``.
+
+  Returns:
+    One :class:`Run` per combination, named ``<task>-<model>-<field><value>...-seed<s>``
+    after the short (last) field names, e.g. ``parity-sdssm-lr1e-4-seed0``.
+  """
+  fields = list(hparams)
+  short = [f.rsplit(".", 1)[-1] for f in fields]
+  if len(set(short)) != len(short):
+    short = [f.replace(".", "_") for f in fields]  # ambiguous short names: use full ones
+  runs = []
+  seed_values = [None] if seeds is None else list(seeds)
+  for task, model in itertools.product(tasks, models):
+    for values in itertools.product(*(hparams[f] for f in fields)):
+      for seed in seed_values:
+        parts = [task, model] + [f"{s}{format_value(v)}" for s, v in zip(short, values)]
+        overrides = list(zip(fields, values))
+        if seed is not None:
+          parts.append(f"seed{seed}")
+          overrides.append(("seed", seed))
+        runs.append(Run(_safe("-".join(parts)), f"task={task},model={model}", tuple(overrides)))
+  return runs
+
+
+def _table1() -> List[Run]:
+  runs = []
+  for task in TABLE1_TASKS:
+    seed = configs.OFFICIAL[task]["seed"]  # get_config applies the other official settings
+    runs += grid([task], ["sdssm"], seeds=[seed])
+  return runs
+
+
+register("table1", _table1)
+register("smoke", lambda: grid(["parity", "d4"], ["sdssm"], seeds=[0]))
+
+
+def _lookup(tree: Dict[str, Any], dotted: str) -> Any:
+  for key in dotted.split("."):
+    if not isinstance(tree, dict) or key not in tree:
+      raise KeyError(dotted)
+    tree = tree[key]
+  return tree
+
+
+def _same(a: Any, b: Any) -> bool:
+  if isinstance(a, str) or isinstance(b, str):
+    return str(a) == str(b)
+  if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0) or a == b
+  return a == b
+
+
+def read_results(workdir: str) -> Optional[Dict[str, Any]]:
+  """The parsed ``results.json`` of ``workdir``, or ``None`` if missing or unreadable."""
+  try:
+    with open(os.path.join(workdir, "results.json")) as f:
+      out = json.load(f)
+  except (OSError, ValueError):
+    return None
+  return out if isinstance(out, dict) else None
+
+
+def _finished(results: Optional[Dict[str, Any]],
+              expected: Iterable[Override] = ()) -> bool:
+  if results is None:
+    return False
+  try:
+    if int(results["train_steps"]) != int(results["config"]["train"]["steps"]):
+      return False
+    return all(_same(_lookup(results["config"], k), v) for k, v in expected)
+  except (KeyError, TypeError, ValueError):
+    return False
+
+
+def is_finished(workdir: str, expected: Iterable[Override] = ()) -> bool:
+  """Whether the run in ``workdir`` is complete.
+
+  Args:
+    workdir: the run directory.
+    expected: optional ``(dotted_field, value)`` pairs its recorded config must match
+      (e.g. the overrides it is about to be launched with).
+
+  Returns:
+    True iff ``results.json`` exists and parses, its ``train_steps`` equals its config's
+    ``train.steps``, and its config matches ``expected``.
+  """
+  return _finished(read_results(workdir), expected)
+
+
+def _number(x: Any) -> Optional[float]:
+  return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+
+
+def summarize(root: str, runs: Sequence[Run]) -> List[Dict[str, Any]]:
+  """One row (keys :data:`COLUMNS`) per run from ``<root>/<run.name>/results.json``.
+
+  ``status`` is ``"failed"`` (the launcher marked its latest attempt failed; numbers,
+  if any, are from an earlier attempt), ``"ok"`` (finished),
+  ``"incomplete"`` (no complete results but the workdir exists: still running or
+  interrupted) or ``"missing"`` (never started).
+  """
+  rows = []
+  for run in runs:
+    workdir = os.path.join(root, run.name)
+    results = read_results(workdir)
+    seed = dict(run.overrides).get("seed")
+    row = {"run": run.name, "task": run.task, "model": run.model,
+           "hparams": " ".join(f"{k}={format_value(v)}" for k, v in run.overrides
+                               if k != "seed"),
+           "seed": seed, "in_dist": None, "ood_mean": None, "ood_min": None, "steps": None,
+           "wall_time_s": None}
+    if results is not None:
+      summary = results.get("summary") or {}
+      config = results.get("config") or {}
+      row.update(task=results.get("task", row["task"]), model=results.get("model", row["model"]),
+                 seed=config.get("seed", seed), in_dist=_number(summary.get("id_mean")),
+                 ood_mean=_number(summary.get("ood_mean")),
+                 ood_min=_number(summary.get("ood_min")), steps=results.get("train_steps"),
+                 wall_time_s=_number(results.get("train_wall_time_s")))
+    if os.path.exists(os.path.join(workdir, FAILED_MARKER)):  # the latest attempt failed
+      row["status"] = "failed"
+    elif _finished(results):
+      row["status"] = "ok"
+    elif os.path.isdir(workdir):
+      row["status"] = "incomplete"
+    else:
+      row["status"] = "missing"
+    rows.append(row)
+  return rows
+
+
+def _cell(key: str, value: Any) -> str:
+  if value is None:
+    return ""
+  if isinstance(value, float):
+    return f"{value:.1f}" if key == "wall_time_s" else f"{value:.4f}"
+  return str(value)
+
+
+def to_markdown(rows: Sequence[Dict[str, Any]]) -> str:
+  """``rows`` as a GitHub markdown table (columns :data:`COLUMNS`)."""
+  lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
+  for row in rows:
+    cells = [_cell(k, row.get(k)).replace("|", "\\|") for k in COLUMNS]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def write_summary(root: str, rows: Sequence[Dict[str, Any]]) -> Tuple[str, str]:
+  """Writes ``summary.csv`` and ``summary.md`` into ``root``; returns their paths."""
+  os.makedirs(root, exist_ok=True)
+  csv_path, md_path = os.path.join(root, "summary.csv"), os.path.join(root, "summary.md")
+  with open(csv_path, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+      writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in COLUMNS})
+  with open(md_path, "w") as f:
+    f.write(to_markdown(rows))
+  return csv_path, md_path

@@ -1,0 +1,298 @@
+"""Training library: ``train_and_evaluate(config, workdir)``.
+
+One compiled step samples a batch whose sequence lengths are drawn per sequence
+(padded, read at each sequence's last position or query token), computes the
+cross-entropy and applies Adam with global-norm clipping. The batch is sharded over all
+local devices on a 1-D ``data`` mesh; the same step serves one device and many.
+
+The workdir holds ``config.json``, ``checkpoints/`` (the last few), ``best/`` (the best
+by the selection metric), ``metrics.jsonl``, ``tensorboard/``, and at the end
+``results.json`` and ``accuracy_vs_length.png``. Re-running the same command resumes
+from the last checkpoint; the data of step s depends only on (seed, s), so a resumed
+run ends bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from typing import Any, Callable, Dict, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from sdssm_jax import configs, data, evaluation, models, tasks
+
+__all__ = ["make_optimizer", "make_model", "init_state", "make_train_step", "make_mesh",
+           "train_and_evaluate", "load_params"]
+
+
+def make_optimizer(opt: ml_collections.ConfigDict, steps: int):
+  """Adam (AdamW when ``weight_decay > 0``) after global-norm clipping.
+
+  Returns:
+    ``(optimizer, schedule)``; ``schedule(step)`` is the learning rate.
+  """
+  if opt.schedule == "constant":
+    schedule = optax.constant_schedule(opt.lr)
+  elif opt.schedule == "cosine":
+    schedule = optax.cosine_decay_schedule(opt.lr, steps, alpha=opt.end_lr_factor)
+  else:
+    schedule = optax.warmup_cosine_decay_schedule(0.0, opt.lr, opt.warmup_steps, steps,
+                                                  end_value=opt.lr * opt.end_lr_factor)
+  adam = (optax.adamw(schedule, weight_decay=opt.weight_decay) if opt.weight_decay > 0
+          else optax.adam(schedule))
+  return optax.chain(optax.clip_by_global_norm(opt.clip_norm), adam), schedule
+
+
+def make_model(config: ml_collections.ConfigDict):
+  """``(model, task, query_symbol)`` for a config; the query token is symbol V."""
+  task = tasks.get(config.task)
+  query_symbol = task.vocab_size if config.query_token else None
+  vocab = task.vocab_size + (1 if config.query_token else 0)
+  model = models.build(config.model, vocab, task.num_classes, config.model_config)
+  return model, task, query_symbol
+
+
+def init_state(model, optimizer, key: jax.Array) -> Dict[str, Any]:
+  """The training state pytree: ``{"step", "params", "opt_state"}``."""
+  params = model.init(key, jnp.zeros((1, 2), jnp.int32))["params"]
+  return {"step": jnp.zeros((), jnp.int32), "params": params,
+          "opt_state": optimizer.init(params)}
+
+
+def make_mesh(devices=None) -> Mesh:
+  """A 1-D mesh over the local devices, axis ``"data"``."""
+  return Mesh(np.asarray(devices if devices is not None else jax.local_devices()), ("data",))
+
+
+def make_train_step(model, task, optimizer, config: ml_collections.ConfigDict,
+                    query_symbol: Optional[int], mesh: Mesh) -> Callable:
+  """A compiled ``step(state, data_key) -> (state, metrics)``.
+
+  The batch of step s is sampled inside the step from ``fold_in(data_key, s)``, with
+  lengths drawn uniformly from ``train.min_length..train.train_length`` per sequence,
+  and sharded over ``mesh``'s ``data`` axis; parameters are replicated.
+  """
+  tc = config.train
+  replicated = NamedSharding(mesh, P())
+  sharded = NamedSharding(mesh, P("data"))
+
+  def step(state, data_key):
+    key = jax.random.fold_in(data_key, state["step"])
+    batch = data.training_batch(task, key, tc.batch_size, tc.min_length, tc.train_length,
+                                query_symbol)
+    batch = jax.lax.with_sharding_constraint(batch, sharded)
+
+    def loss_fn(params):
+      logits = evaluation.read_logits(model, params, batch["inputs"], batch["read_pos"])
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+      return loss, jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+
+    (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+    new_state = {"step": state["step"] + 1,
+                 "params": optax.apply_updates(state["params"], updates),
+                 "opt_state": opt_state}
+    return new_state, {"loss": loss, "accuracy": acc, "grad_norm": _global_norm(grads)}
+
+  return jax.jit(step, in_shardings=(replicated, replicated),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
+
+
+def _global_norm(tree) -> jax.Array:
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def _all_finite(tree) -> bool:
+  return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(tree))
+
+
+class _Logger:
+  """Metrics as JSONL and TensorBoard events (tensorboardX: no TensorFlow needed)."""
+
+  def __init__(self, workdir: str):
+    from tensorboardX import SummaryWriter
+    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, scalars: Dict[str, float]) -> None:
+    self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
+    self._jsonl.flush()
+    for k, v in scalars.items():
+      self._tb.add_scalar(k, v, step)
+    self._tb.flush()
+
+  def close(self):
+    self._jsonl.close()
+    self._tb.close()
+
+
+def _hardware() -> str:
+  d = jax.devices()[0]
+  cpu = platform.processor() or platform.machine()
+  return f"{jax.device_count()} x {d.device_kind} ({d.platform}), host {cpu}, {os.cpu_count()} cores"
+
+
+def load_params(workdir: str, which: str = "best"):
+  """Parameters of a run's ``"best"`` or ``"last"`` checkpoint (a plain pytree)."""
+  sub = "best" if which == "best" else "checkpoints"
+  with ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), sub)) as mngr:
+    step = mngr.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"No {which} checkpoint under {workdir}.")
+    return mngr.restore(step, args=ocp.args.StandardRestore())["params"], step
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
+  """Trains (or resumes) the run in ``workdir``, then evaluates lengths 1..max_length.
+
+  Returns:
+    The content written to ``results.json``.
+
+  Raises:
+    ValueError: invalid config (raised before anything is written).
+    FloatingPointError: a non-finite loss or parameter; the last good checkpoint stays.
+  """
+  configs.validate(config)
+  n_dev = len(jax.local_devices())
+  if config.train.batch_size % n_dev:
+    raise ValueError(f"train.batch_size ({config.train.batch_size}) must be divisible by the "
+                     f"number of devices ({n_dev}).")
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=1))
+
+  model, task, query_symbol = make_model(config)
+  optimizer, schedule = make_optimizer(config.optimizer, config.train.steps)
+  mesh = make_mesh()
+  replicated = NamedSharding(mesh, P())
+  init_key, data_key = jax.random.split(jax.random.PRNGKey(config.seed))
+  state = jax.device_put(init_state(model, optimizer, init_key), replicated)
+  train_step = make_train_step(model, task, optimizer, config, query_symbol, mesh)
+
+  opts = dict(create=True, enable_async_checkpointing=False)
+  last_mngr = ocp.CheckpointManager(
+      os.path.join(workdir, "checkpoints"),
+      options=ocp.CheckpointManagerOptions(max_to_keep=config.train.keep_checkpoints, **opts))
+  best_mngr = ocp.CheckpointManager(os.path.join(workdir, "best"),
+                                    options=ocp.CheckpointManagerOptions(max_to_keep=1, **opts))
+  wall = 0.0
+  best_score = (-np.inf, -np.inf)
+  if last_mngr.latest_step() is not None:
+    restored = last_mngr.restore(last_mngr.latest_step(), args=ocp.args.StandardRestore(
+        {"state": state, "wall_time": 0.0}))
+    state = jax.device_put(restored["state"], replicated)
+    wall = float(restored["wall_time"])
+  if best_mngr.latest_step() is not None:
+    score = best_mngr.restore(best_mngr.latest_step(), args=ocp.args.StandardRestore())["score"]
+    best_score = tuple(float(s) for s in score)
+
+  ec, tc = config.eval, config.train
+  id_tokens = task.sample(jax.random.PRNGKey(ec.val_seed), ec.id_num_per_length,
+                          tc.train_length)["tokens"]
+  val_tokens = (task.sample(jax.random.PRNGKey(ec.val_seed + 1), ec.id_num_per_length,
+                            ec.val_max_length)["tokens"] if ec.val_max_length else None)
+  scores = jax.jit(lambda p, t: evaluation.prefix_scores(model, p, task, t, query_symbol))
+
+  def periodic_eval(params) -> Dict[str, float]:
+    """In-distribution accuracy/loss on lengths min..train_length (validation seed), and
+    the optional validation accuracy on train_length+1..val_max_length."""
+    def per_length(tokens, lo, hi):
+      correct, nll = (np.asarray(x) for x in scores(params, tokens))
+      pos = np.asarray(task.effective_length(np.arange(lo, hi + 1))) - 1
+      return correct[pos].mean() / len(tokens), nll[pos].mean() / len(tokens)
+    out = dict(zip(("id_acc", "id_loss"), per_length(id_tokens, tc.min_length,
+                                                      tc.train_length)))
+    if val_tokens is not None:
+      out["val_ood_acc"] = per_length(val_tokens, tc.train_length + 1, ec.val_max_length)[0]
+    return {k: float(v) for k, v in out.items()}
+
+  def save(state, step):
+    last_mngr.save(step, args=ocp.args.StandardSave({"state": state, "wall_time": wall}))
+
+  logger = _Logger(workdir)
+  start = int(state["step"])
+  pending = []
+  t_window, s_window = time.time(), start
+  from tqdm.auto import tqdm
+  bar = tqdm(total=tc.steps, initial=start, disable=None if tc.progress_bar else True,
+             dynamic_ncols=True, desc=f"{config.model}/{config.task}")  # None: TTY only
+  try:
+    for step in range(start + 1, tc.steps + 1):
+      t0 = time.time()
+      state, metrics = train_step(state, data_key)
+      pending.append(metrics)
+      bar.update(1)
+      boundary = (step % tc.log_every == 0 or step % tc.checkpoint_every == 0
+                  or step % tc.eval_every == 0 or step == tc.steps)
+      if not boundary:
+        wall += time.time() - t0
+        continue
+      host = jax.device_get(pending)
+      pending = []
+      wall += time.time() - t0
+      losses = np.array([m["loss"] for m in host])
+      if not np.all(np.isfinite(losses)) or not _all_finite(state["params"]):
+        bad = step - len(host) + int(np.argmin(np.isfinite(losses))) + 1
+        kept = last_mngr.latest_step()
+        raise FloatingPointError(
+            f"Non-finite loss or parameters by step {bad}: training stopped. " + (
+                f"The last good checkpoint (step {kept}) is kept in {workdir}/checkpoints."
+                if kept is not None else "No checkpoint had been saved yet."))
+      if step % tc.log_every == 0 or step == tc.steps:
+        now = time.time()
+        scalars = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+        scalars["steps_per_sec"] = (step - s_window) / max(now - t_window, 1e-9)
+        scalars["lr"] = float(schedule(step))
+        logger.write(step, scalars)
+        bar.set_postfix(loss=f"{scalars['loss']:.4f}", acc=f"{scalars['accuracy']:.3f}")
+        t_window, s_window = now, step
+      if step % tc.eval_every == 0 or step == tc.steps:
+        ev = periodic_eval(state["params"])
+        logger.write(step, ev)
+        score = (ev[ec.best_metric], -ev["id_loss"])
+        if score > best_score:
+          best_score = score
+          best_mngr.save(step, args=ocp.args.StandardSave(
+              {"params": state["params"], "score": np.asarray(score, np.float64)}))
+      if step % tc.checkpoint_every == 0 or step == tc.steps:
+        save(state, step)
+  finally:
+    bar.close()
+    logger.close()
+    last_mngr.wait_until_finished()
+    best_mngr.wait_until_finished()
+
+  # Final range evaluation of the selected checkpoint.
+  params, ckpt_step = state["params"], int(state["step"])
+  if ec.checkpoint == "best" and best_mngr.latest_step() is not None:
+    params = best_mngr.restore(best_mngr.latest_step(), args=ocp.args.StandardRestore())["params"]
+    ckpt_step = best_mngr.latest_step()
+  t0 = time.time()
+  result = evaluation.evaluate_range(
+      model, params, task, min_length=ec.min_length, max_length=ec.max_length,
+      num_per_length=ec.num_per_length, seed=ec.seed, query_symbol=query_symbol, mode=ec.mode,
+      batch_size=ec.batch_size, train_length=tc.train_length)
+  eval_time = time.time() - t0
+  extra = {"task": config.task, "model": config.model, "checkpoint": ec.checkpoint,
+           "checkpoint_step": ckpt_step, "train_steps": int(state["step"]),
+           "train_wall_time_s": round(wall, 2), "eval_wall_time_s": round(eval_time, 2),
+           "hardware": _hardware(), "jax_version": jax.__version__,
+           "config": json.loads(config.to_json_best_effort())}
+  evaluation.write_results(workdir, result, extra)
+  evaluation.plot_accuracy(os.path.join(workdir, "accuracy_vs_length.png"),
+                           {f"{config.model} / {config.task}": result}, tc.train_length,
+                           title=f"{config.task}: accuracy vs length (step {ckpt_step})")
+  last_mngr.close()
+  best_mngr.close()
+  with open(os.path.join(workdir, "results.json")) as f:
+    return json.load(f)

@@ -1,0 +1,202 @@
+"""Sweeps: registry, grid naming, summaries, and the experiments.sweep launcher end to end."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sdssm_jax import configs, sweeps
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = "experiments/configs/smoke.py"  # relative on purpose: the launcher resolves it
+
+
+def _sweep(*args, cwd=ROOT):
+  cmd = [sys.executable, "-m", "experiments.sweep", *args]
+  env = {**os.environ, "PYTHONPATH": ROOT}
+  t0 = time.time()
+  proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+  return proc, time.time() - t0
+
+
+def _read_csv(root):
+  with open(os.path.join(root, "summary.csv")) as f:
+    return {row["run"]: row for row in csv.DictReader(f)}
+
+
+# Library ------------------------------------------------------------------------------------
+
+
+def test_registry_names_and_unknown_sweep():
+  assert {"table1", "smoke"} <= set(sweeps.names())
+  with pytest.raises(ValueError, match="valid sweeps: .*smoke.*table1"):
+    sweeps.get("no_such_sweep")
+
+
+def test_table1_is_the_official_seven():
+  runs = sweeps.get("table1")
+  assert [r.task for r in runs] == list(sweeps.TABLE1_TASKS)
+  assert len({r.name for r in runs}) == 7
+  for run in runs:
+    assert run.model == "sdssm"
+    assert dict(run.overrides) == {"seed": configs.OFFICIAL[run.task]["seed"]}
+    assert run.name == f"{run.task}-sdssm-seed{configs.OFFICIAL[run.task]['seed']}"
+    configs.get_config(run.arg)  # a valid config argument
+
+
+def test_smoke_sweep():
+  runs = sweeps.get("smoke")
+  assert [(r.task, r.model) for r in runs] == [("parity", "sdssm"), ("d4", "sdssm")]
+
+
+def test_grid_cross_product_and_names():
+  runs = sweeps.grid(["parity", "d4"], ["sdssm"], seeds=[0, 1],
+                     **{"optimizer.lr": [1e-4, 3e-4], "model_config.p_norm": [1.2]})
+  assert len(runs) == 2 * 1 * 2 * 1 * 2
+  assert len({r.name for r in runs}) == len(runs)
+  first = runs[0]
+  assert first.name == "parity-sdssm-lr1e-4-p_norm1.2-seed0"
+  assert first.arg == "task=parity,model=sdssm"
+  assert first.overrides == (("optimizer.lr", 1e-4), ("model_config.p_norm", 1.2), ("seed", 0))
+  # seeds=None keeps the config's own (official) seed.
+  (run,) = sweeps.grid(["a5"], ["sdssm"], seeds=None)
+  assert run.name == "a5-sdssm" and run.overrides == ()
+  # Ambiguous short names fall back to the full dotted field.
+  runs = sweeps.grid(["parity"], ["sdssm"], **{"train.batch_size": [8],
+                                                 "eval.batch_size": [16]})
+  assert runs[0].name == "parity-sdssm-train_batch_size8-eval_batch_size16-seed0"
+
+
+def test_run_validation_and_value_format():
+  with pytest.raises(ValueError, match="filesystem-safe"):
+    sweeps.Run("a/b", "task=parity")
+  with pytest.raises(ValueError, match="key=value"):
+    sweeps.Run("ok", "parity")
+  assert [sweeps.format_value(v) for v in (1e-4, 2e-5, 3e-4, 0.5, 1.2, 8, "cosine")] == [
+      "1e-4", "2e-5", "3e-4", "0.5", "1.2", "8", "cosine"]
+  assert sweeps.parse_value("2000") == 2000 and sweeps.parse_value("3e-4") == 3e-4
+  assert sweeps.parse_value("cosine") == "cosine"
+
+
+def _fake_results(workdir, steps, train_steps, lr=1e-4):
+  os.makedirs(workdir, exist_ok=True)
+  results = {"summary": {"id_mean": 1.0, "ood_mean": 0.75, "ood_min": 0.5}, "task": "parity",
+             "model": "sdssm", "train_steps": train_steps, "train_wall_time_s": 3.25,
+             "config": {"seed": 0, "train": {"steps": steps}, "optimizer": {"lr": lr}}}
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump(results, f)
+
+
+def test_is_finished_summarize_and_write_summary(tmp_path):
+  runs = sweeps.grid(["parity"], ["sdssm"], seeds=[0, 1, 2, 3])
+  done, short, broken, missing = (str(tmp_path / r.name) for r in runs)
+  _fake_results(done, steps=10, train_steps=10)
+  _fake_results(short, steps=10, train_steps=5)
+  os.makedirs(broken)
+  with open(os.path.join(broken, "results.json"), "w") as f:
+    f.write("{not json")
+  open(os.path.join(broken, sweeps.FAILED_MARKER), "w").close()
+
+  assert sweeps.is_finished(done)
+  assert sweeps.is_finished(done, [("train.steps", 10), ("optimizer.lr", 1e-4)])
+  assert not sweeps.is_finished(done, [("train.steps", 20)])
+  assert not sweeps.is_finished(done, [("no.such_field", 1)])
+  assert not sweeps.is_finished(short)
+  assert not sweeps.is_finished(broken)
+  assert not sweeps.is_finished(missing)
+
+  rows = sweeps.summarize(str(tmp_path), runs)
+  assert [r["status"] for r in rows] == ["ok", "incomplete", "failed", "missing"]
+  assert rows[0]["in_dist"] == 1.0 and rows[0]["ood_min"] == 0.5 and rows[0]["steps"] == 10
+  assert rows[3]["in_dist"] is None and rows[3]["seed"] == 3
+
+  csv_path, md_path = sweeps.write_summary(str(tmp_path), rows)
+  table = _read_csv(str(tmp_path))
+  assert list(table) == [r.name for r in runs]
+  assert float(table[runs[0].name]["ood_mean"]) == 0.75
+  assert table[runs[3].name]["status"] == "missing"
+  md = open(md_path).read().splitlines()
+  assert md[0].startswith("| run | task | model | hparams | seed | in_dist")
+  assert len(md) == 2 + len(runs)
+  assert "| 1.0000 | 0.7500 | 0.5000 | 10 | 3.2 | ok |" in md[2]
+
+
+# Launcher -----------------------------------------------------------------------------------
+
+
+def test_dry_run_commands(tmp_path):
+  proc, _ = _sweep("--sweep=table1", f"--root={tmp_path}", "--dry_run",
+                   "--set", "train.steps=7", "--set", "seed=5")
+  assert proc.returncode == 0, proc.stderr
+  lines = [l for l in proc.stdout.splitlines() if "experiments.main" in l]
+  assert len(lines) == 7
+  default = os.path.join(ROOT, "experiments", "configs", "default.py")
+  assert f"--config={default}:task=parity,model=sdssm" in lines[0]
+  assert f"--workdir={tmp_path}/parity-sdssm-seed0" in lines[0]
+  # --set applies after (and replaces) the run's own override.
+  assert "--config.seed=5" in lines[0] and "--config.seed=0" not in lines[0]
+  assert "--config.train.steps=7" in lines[0]
+  assert not os.listdir(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def smoke_sweep(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp("sweep"))
+  args = ("--sweep=smoke", f"--root={root}", f"--config={SMOKE}", "--parallel=2",
+          "--set", "train.steps=10")
+  proc, _ = _sweep(*args)
+  return root, args, proc
+
+
+def test_sweep_end_to_end(smoke_sweep):
+  root, _, proc = smoke_sweep
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  names = [r.name for r in sweeps.get("smoke")]
+  for name in names:
+    assert sweeps.is_finished(os.path.join(root, name), [("train.steps", 10)])
+    assert os.path.getsize(os.path.join(root, name, "log.txt")) > 0
+  table = _read_csv(root)
+  assert list(table) == names
+  for name, row in table.items():
+    assert row["status"] == "ok" and row["steps"] == "10" and row["seed"] == "0"
+    for key in ("in_dist", "ood_mean", "ood_min", "wall_time_s"):
+      assert 0.0 <= float(row[key]) < float("inf"), (name, key)
+  md = open(os.path.join(root, "summary.md")).read()
+  assert all(f"| {name} |" in md for name in names)
+  assert "| run | task |" in proc.stdout  # the table is printed
+
+
+def test_sweep_rerun_skips_finished(smoke_sweep):
+  root, args, _ = smoke_sweep
+  mtimes = {n: os.path.getmtime(os.path.join(root, n, "results.json")) for n in os.listdir(root)
+            if os.path.isdir(os.path.join(root, n))}
+  proc, elapsed = _sweep(*args)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  for name in mtimes:
+    assert f"skip {name}" in proc.stdout
+    assert os.path.getmtime(os.path.join(root, name, "results.json")) == mtimes[name]
+  assert "start" not in proc.stdout
+  assert elapsed < 15
+  # Without --set train.steps=10 the smoke config's 30 steps are wanted: not finished.
+  proc, _ = _sweep("--sweep=smoke", f"--root={root}", f"--config={SMOKE}", "--dry_run")
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  assert proc.stdout.count("rerun ") == 2 and proc.stdout.count("experiments.main") == 2
+  # --summarize_only reproduces the summary.
+  proc, _ = _sweep("--sweep=smoke", f"--root={root}", "--summarize_only")
+  assert proc.returncode == 0 and proc.stdout.count("| ok |") == 2
+
+
+def test_failing_runs_are_reported_and_do_not_stop_others(tmp_path):
+  proc, _ = _sweep("--sweep=smoke", f"--root={tmp_path}", f"--config={SMOKE}",
+                   "--set", "model_config.p_norm=0.5", "--set", "train.steps=5")
+  assert proc.returncode != 0
+  assert proc.stdout.count("FAILED") >= 2  # both runs attempted, one after the other
+  assert "p_norm" in proc.stdout  # the log tail names the cause
+  table = _read_csv(str(tmp_path))
+  assert [row["status"] for row in table.values()] == ["failed", "failed"]
+  for name in table:
+    assert "p_norm" in open(tmp_path / name / "log.txt").read()

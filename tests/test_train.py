@@ -1,0 +1,188 @@
+"""Training: resumption after SIGKILL, NaN stop, data parallelism, batches, configs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from sdssm_jax import configs, data, tasks, train
+import reference_automata
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = os.path.join(ROOT, "experiments", "configs", "smoke.py")
+
+
+def _last_params(workdir):
+  with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as mngr:
+    return mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore())["state"], (
+        mngr.latest_step())
+
+
+def _launch(workdir, *flags):
+  cmd = [sys.executable, "-m", "experiments.main", f"--config={SMOKE}:task=d4",
+         f"--workdir={workdir}", *flags]
+  log = open(f"{workdir}.log", "ab")  # a file, not a pipe: a full pipe would block the run
+  return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                          env={**os.environ, "PYTHONPATH": ROOT})
+
+
+def test_sigkill_then_resume_is_bit_identical(tmp_path):
+  flags = ["--config.train.steps=1500", "--config.train.checkpoint_every=50",
+           "--config.train.log_every=50", "--config.train.eval_every=500"]
+  # Uninterrupted reference run.
+  ref = _launch(tmp_path / "ref", *flags)
+  # Interrupted run: SIGKILL as soon as a checkpoint beyond step 0 exists.
+  victim = _launch(tmp_path / "killed", *flags)
+  ckpts = tmp_path / "killed" / "checkpoints"
+  deadline = time.time() + 240
+  while time.time() < deadline:
+    done = [d for d in (os.listdir(ckpts) if ckpts.exists() else []) if d.isdigit()]
+    if done:
+      break
+    time.sleep(0.02)
+  victim.send_signal(signal.SIGKILL)
+  victim.wait()
+  killed_at = max(int(d) for d in os.listdir(ckpts) if d.isdigit())
+  assert 0 < killed_at < 1500, "the run must be killed mid-way"
+  assert not (tmp_path / "killed" / "results.json").exists()
+  # Same command again: resumes and finishes.
+  resumed = _launch(tmp_path / "killed", *flags)
+  assert resumed.wait(timeout=300) == 0, (tmp_path / "killed.log").read_text()
+  assert ref.wait(timeout=300) == 0
+  (a, step_a), (b, step_b) = _last_params(tmp_path / "ref"), _last_params(tmp_path / "killed")
+  assert step_a == step_b == 1500
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_array_equal(x, y)  # bit-identical, optimizer state included
+  res = json.loads((tmp_path / "killed" / "results.json").read_text())
+  assert res["train_steps"] == 1500 and "ood_mean" in res["summary"]
+
+
+def test_nan_loss_stops_with_clear_message_and_keeps_last_good_checkpoint(tmp_path):
+  c = configs.get_smoke_config("task=parity")
+  c.train.steps = 20
+  train.train_and_evaluate(c, str(tmp_path))
+  c.train.steps = 40
+  c.optimizer.lr = 1e30  # a diverging run
+  with pytest.raises(FloatingPointError, match=r"Non-finite .* last good checkpoint \(step 20\)"):
+    train.train_and_evaluate(c, str(tmp_path))
+  state, step = _last_params(str(tmp_path))
+  assert step == 20
+  assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(state["params"]))
+
+
+def test_outputs_written(tmp_path):
+  c = configs.get_smoke_config("task=cycle_navigation")
+  res = train.train_and_evaluate(c, str(tmp_path))
+  for name in ("results.json", "accuracy_vs_length.png", "config.json", "metrics.jsonl"):
+    assert (tmp_path / name).exists(), name
+  assert os.listdir(tmp_path / "tensorboard")
+  assert len(res["per_length"]) == c.eval.max_length
+  s = res["summary"]
+  assert s["ood_min"] <= s["ood_mean"] <= 1 and 0 <= s["id_mean"] <= 1
+  lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert {"loss", "accuracy", "steps_per_sec"} <= set(lines[0])
+  assert any("id_acc" in l for l in lines)
+  params, step = train.load_params(str(tmp_path), "best")
+  assert 0 < step <= c.train.steps and "A" in params
+
+
+@pytest.mark.parametrize("arg,field,value,match", [
+    ("task=parity", "model_config.p_norm", 1.0, "p_norm must be > 1"),
+    ("task=parity", "train.train_length", 0, "train.train_length must be an integer >= 1"),
+    ("task=parity", "eval.mode", "fast", "valid choices: prefix, per_length"),
+    ("task=parity", "optimizer.schedule", "step", "valid choices: constant, cosine"),
+    ("task=parity", "model_config.scan", "fft", "valid choices: sequential, associative"),
+])
+def test_invalid_config_fails_before_writing(tmp_path, arg, field, value, match):
+  c = configs.get_smoke_config(arg)
+  section, name = field.split(".")
+  c[section][name] = value
+  with pytest.raises(ValueError, match=match):
+    train.train_and_evaluate(c, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
+def test_invalid_config_arguments_list_choices():
+  with pytest.raises(ValueError, match="parity, even_pairs.*a5, c2xc<N>, d<N>"):
+    configs.get_config("task=parityy")
+  with pytest.raises(ValueError, match="valid choices: sdssm"):
+    configs.get_config("task=parity,model=transformer")
+  with pytest.raises(ValueError, match="valid keys: task, model"):
+    configs.get_config("tsk=parity")
+
+
+def test_launcher_rejects_invalid_config_before_writing(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.main", f"--config={SMOKE}:task=parity",
+       f"--workdir={tmp_path / 'run'}", "--config.model_config.p_norm=0.9"],
+      cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT})
+  assert proc.returncode != 0 and "p_norm must be > 1" in proc.stderr
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", list(configs.OFFICIAL))
+def test_official_settings(name):
+  c = configs.get_config(f"task={name}")
+  o = configs.OFFICIAL[name]
+  assert (c.optimizer.lr, c.model_config.num_matrices, c.model_config.p_norm, c.seed,
+          c.query_token) == (o["lr"], o["num_matrices"], o["p_norm"], o["seed"], o["query_token"])
+  assert (c.train.batch_size, c.train.train_length, c.train.steps, c.model_config.state_size,
+          c.optimizer.clip_norm, c.optimizer.weight_decay) == (128, 40, 1_000_000, 64, 1.0, 0.0)
+  assert (c.eval.max_length, c.eval.num_per_length) == (500, 512)
+  configs.validate(c)
+
+
+@pytest.mark.parametrize("task_name,query", [("parity", True), ("modular_arithmetic", True),
+                                             ("d4", False)])
+def test_training_batch_lengths_labels_and_query(task_name, query):
+  task = tasks.get(task_name)
+  q = task.vocab_size if query else None
+  batch = jax.jit(lambda k: data.training_batch(task, k, 256, 1, 40, q))(jax.random.PRNGKey(3))
+  ref = reference_automata.labeller(task_name)
+  lengths = np.asarray(batch["length"])
+  assert lengths.min() >= 1 and lengths.max() <= 40
+  assert len(set(lengths)) == (20 if task_name == "modular_arithmetic" else 40)
+  if task_name == "modular_arithmetic":
+    assert np.all(lengths % 2 == 1)
+  for inp, pos, n, label in zip(*(np.asarray(batch[k]) for k in
+                                   ("inputs", "read_pos", "length", "label"))):
+    assert label == ref(inp[:n].tolist())
+    assert pos == (n if query else n - 1)
+    if query:
+      assert inp[n] == q and np.all(inp[:n] < task.vocab_size)
+
+
+def test_data_parallel_same_loss_on_four_devices():
+  script = """
+import json, jax, jax.numpy as jnp
+from sdssm_jax import configs, train
+c = configs.get_smoke_config("task=a5"); c.train.batch_size = 32
+model, task, q = train.make_model(c)
+opt, _ = train.make_optimizer(c.optimizer, c.train.steps)
+mesh = train.make_mesh()
+state = train.init_state(model, opt, jax.random.PRNGKey(0))
+step = train.make_train_step(model, task, opt, c, q, mesh)
+losses = []
+for _ in range(5):
+  state, m = step(state, jax.random.PRNGKey(1))
+  losses.append(float(m["loss"]))
+print(json.dumps({"devices": len(mesh.devices), "losses": losses}))
+"""
+  out = {}
+  for n in (1, 4):
+    env = {**os.environ, "PYTHONPATH": ROOT,
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, env=env, check=True)
+    out[n] = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert out[1]["devices"] == 1 and out[4]["devices"] == 4
+  np.testing.assert_allclose(out[4]["losses"], out[1]["losses"], rtol=1e-5)
+  assert out[1]["losses"][0] != out[1]["losses"][-1]
