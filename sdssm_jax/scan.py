@@ -36,11 +36,31 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-__all__ = ["METHODS", "default_method", "linear_recurrence"]
+__all__ = ["METHODS", "RESCALE_BITS", "default_method", "ldexp", "linear_recurrence",
+           "renormalize"]
 
 METHODS = ("sequential", "associative", "chunked")
 
 _HIGHEST = jax.lax.Precision.HIGHEST
+# With rescale=True, a mantissa past 2**RESCALE_BITS is divided by it (float32 overflows
+# at 2**128; the margin leaves room for one more step's growth).
+RESCALE_BITS = 64
+
+
+def ldexp(x: jax.Array, k: jax.Array) -> jax.Array:
+  """x * 2**k, exactly (or 0 on underflow), for real or complex x ``[..., N]`` and int
+  k ``[...]``."""
+  scale = jnp.ldexp(jnp.ones(k.shape, jnp.float32), k)[..., None]
+  return x * scale.astype(x.real.dtype)
+
+
+def renormalize(h: jax.Array, k: jax.Array):
+  """One rescaling step of ``rescale=True``: states ``h`` ``[..., N]`` whose largest
+  entry passes ``2**RESCALE_BITS`` are divided by it, their exponents ``k`` ``[...]``
+  raised by RESCALE_BITS. ``h * 2**k`` is unchanged, exactly."""
+  big = jnp.max(jnp.abs(h), axis=-1) > 2.0 ** RESCALE_BITS
+  h = jnp.where(big[..., None], ldexp(h, jnp.full(big.shape, -RESCALE_BITS)), h)
+  return h, k + RESCALE_BITS * big.astype(jnp.int32)
 
 
 def default_method(platform: Optional[str] = None) -> str:
@@ -120,7 +140,8 @@ def linear_recurrence(
     method: str = "associative",
     chunk_size: int = 64,
     index: Optional[jax.Array] = None,
-) -> jax.Array:
+    rescale: bool = False,
+):
   """Computes ``h_t = A_t h_{t-1} + b_t`` for every ``t = 1..L``.
 
   Args:
@@ -132,13 +153,21 @@ def linear_recurrence(
     method: one of ``METHODS``: ``"sequential"``, ``"associative"``, ``"chunked"``.
     chunk_size: steps per chunk for ``method="chunked"``.
     index: optional int ``[..., L]``: step ``t`` uses the transition ``A[index[..., t]]``.
+    rescale: keep states finite however far they grow (``"sequential"`` only): the
+      state is carried as ``mantissa * 2**exponent`` and the mantissa is divided by
+      ``2**RESCALE_BITS`` whenever its largest entry passes that bound. Scaling by powers
+      of two is exact in floating point, so this is the same computation with an
+      unbounded exponent range; the inputs ``b`` enter as ``b * 2**-exponent``.
 
   Returns:
     States ``h`` of shape ``[..., L, N]`` (``h[..., t, :]`` is the state after step
     ``t``), in float32 or wider (complex64 or wider when ``A``, ``b`` or ``h0`` is
-    complex).
+    complex). With ``rescale=True``: ``(mantissa, exponent)``, the mantissa shaped like
+    ``h`` and the int32 exponent ``[..., L]``, with ``h = mantissa * 2**exponent``.
   """
   _check_method(method)
+  if rescale and method != "sequential":
+    raise ValueError(f"rescale=True needs method='sequential', got {method!r}.")
   if chunk_size < 1:
     raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
   b = jnp.asarray(b)
@@ -181,6 +210,21 @@ def linear_recurrence(
   else:
     A = jnp.broadcast_to(A, batch + A.shape[A.ndim - (3 if dense else 2):])
     a_t = jnp.moveaxis(A, -3 if dense else -2, 0)
+
+  if method == "sequential" and rescale:
+    def step(carry, xs):
+      h, k = carry
+      if index is not None:
+        i, bt = xs
+        h = _gather_table_step(A, i, h, dense)
+      else:
+        at, bt = xs
+        h = _apply(at, h, dense)
+      h, k = renormalize(h + ldexp(bt, -k), k)
+      return (h, k), (h, k)
+    xs = (idx_t if index is not None else a_t, b_t)
+    _, (hs, ks) = jax.lax.scan(step, (h0, jnp.zeros(batch, jnp.int32)), xs)
+    return jnp.moveaxis(hs, 0, -2), jnp.moveaxis(ks, 0, -1)
 
   if method == "sequential":
     if index is not None:

@@ -30,7 +30,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from sdssm_jax import configs, data, evaluation, models, tasks
 
-__all__ = ["make_optimizer", "make_model", "init_state", "make_train_step", "make_mesh",
+__all__ = ["hardware", "make_optimizer", "make_model", "init_state", "make_train_step", "make_mesh",
            "train_and_evaluate", "load_params"]
 
 
@@ -135,10 +135,22 @@ class _Logger:
     self._tb.close()
 
 
-def _hardware() -> str:
+def _cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def hardware() -> str:
+  """The devices and host a result was measured on, in words."""
   d = jax.devices()[0]
-  cpu = platform.processor() or platform.machine()
-  return f"{jax.device_count()} x {d.device_kind} ({d.platform}), host {cpu}, {os.cpu_count()} cores"
+  return (f"{jax.device_count()} x {d.device_kind} ({d.platform}); host: {_cpu_model()}, "
+          f"{os.cpu_count()} cores")
 
 
 def load_params(workdir: str, which: str = "best"):
@@ -286,7 +298,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   extra = {"task": config.task, "model": config.model, "checkpoint": ec.checkpoint,
            "checkpoint_step": ckpt_step, "train_steps": int(state["step"]),
            "train_wall_time_s": round(wall, 2), "eval_wall_time_s": round(eval_time, 2),
-           "hardware": _hardware(), "jax_version": jax.__version__,
+           "hardware": hardware(), "jax_version": jax.__version__,
            "config": json.loads(config.to_json_best_effort())}
   evaluation.write_results(workdir, result, extra)
   evaluation.plot_accuracy(os.path.join(workdir, "accuracy_vs_length.png"),

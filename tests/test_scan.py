@@ -171,3 +171,42 @@ def test_default_method_per_platform():
   assert scan.default_method("gpu") == "associative"
   assert scan.default_method("tpu") == "associative"
   assert scan.default_method() in scan.METHODS
+
+
+@pytest.mark.parametrize("indexed", [False, True])
+def test_rescale_is_exact_and_keeps_growing_states_finite(indexed):
+  rng = np.random.default_rng(11)
+  V, N, L = 3, 6, 3000
+  table = (rng.normal(size=(V, N, N)) * 0.9).astype(np.float32)  # spectral radius > 1
+  idx = rng.integers(0, V, size=(2, L))
+  b = rng.normal(size=(2, L, N)).astype(np.float32)
+  a = table if indexed else table[idx]
+  kw = dict(index=idx) if indexed else {}
+  plain = np.asarray(scan.linear_recurrence(a, b, method="sequential", **kw))
+  mant, expo = (np.asarray(x) for x in scan.linear_recurrence(
+      a, b, method="sequential", rescale=True, **kw))
+  assert np.isfinite(mant).all() and expo[:, -1].min() > 1000  # grew far past float32
+  assert not np.isfinite(plain[:, -1]).all()
+  # Before the first rescaling the two are bit-identical; after, mantissa * 2^exponent
+  # equals the plain recurrence wherever that is still finite.
+  first = np.argmax(expo > 0, axis=1).min()
+  np.testing.assert_array_equal(mant[:, :first], plain[:, :first])
+  t = first + 20
+  np.testing.assert_allclose(np.ldexp(mant[:, t], expo[:, t, None]), plain[:, t], rtol=1e-6)
+  # Direction against a float64 loop that renormalises (its own way) every step.
+  h, logn = np.zeros((2, N)), np.zeros(2)
+  for s in range(L):
+    at = table[idx[:, s]].astype(np.float64)
+    h = np.einsum("bij,bj->bi", at, h) + b[:, s] * np.exp(-logn)[:, None]
+    n = np.linalg.norm(h, axis=1)
+    h, logn = h / n[:, None], logn + np.log(n)
+  got = mant[:, -1] / np.linalg.norm(mant[:, -1], axis=1, keepdims=True)
+  np.testing.assert_allclose(got, h, atol=1e-4)
+  np.testing.assert_allclose(expo[:, -1] * np.log(2) + np.log(np.linalg.norm(mant[:, -1], axis=1)),
+                             logn, rtol=1e-5)
+
+
+def test_rescale_needs_sequential():
+  a, b, _, _ = _random_problem(5, 4, 2, (), True, False)
+  with pytest.raises(ValueError, match="sequential"):
+    scan.linear_recurrence(a, b, method="associative", rescale=True)

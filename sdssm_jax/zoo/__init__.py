@@ -1,0 +1,196 @@
+"""The model zoo: trained one-layer SD-SSMs shipped inside the package.
+
+  model, params, card = sdssm_jax.zoo.load("parity")
+
+Each entry is a folder ``checkpoints/<name>/`` holding ``params.msgpack`` (parameters
+only, flax msgpack) and ``card.json`` (task, config, parameter shapes, accuracy summary,
+training steps, wall time, hardware, selection rule, sha256 of the weights file). Nothing
+is downloaded: the weights are package data. ``python -m sdssm_jax.zoo verify``
+re-evaluates every entry and fails if one falls below its card.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+import jax
+import numpy as np
+from flax import serialization
+
+from sdssm_jax import evaluation, models, tasks
+
+__all__ = ["names", "load", "card", "evaluate", "verify", "export", "markdown_table", "plot",
+           "ROOT", "VERIFY_TOLERANCE"]
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
+# Allowed shortfall of a re-evaluated OOD mean against its card: a few flipped predictions
+# out of 235,520 from float differences between platforms, not a regression.
+VERIFY_TOLERANCE = 2e-4
+WEIGHTS, CARD = "params.msgpack", "card.json"
+
+
+def names(root: Optional[str] = None) -> List[str]:
+  """The zoo's entries (sorted)."""
+  root = root or ROOT
+  if not os.path.isdir(root):
+    return []
+  return sorted(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, CARD)))
+
+
+def _entry_dir(name: str, root: Optional[str]) -> str:
+  available = names(root)
+  if name not in available:
+    raise ValueError(f"Unknown zoo model {name!r}; valid choices: {', '.join(available)}.")
+  return os.path.join(root or ROOT, name)
+
+
+def card(name: str, root: Optional[str] = None) -> Dict[str, Any]:
+  """The model card of an entry (a dict, read from ``card.json``)."""
+  with open(os.path.join(_entry_dir(name, root), CARD)) as f:
+    return json.load(f)
+
+
+def _sha256(path: str) -> str:
+  with open(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def build_model(c: Dict[str, Any]):
+  """``(model, task, query_symbol)`` described by a card."""
+  task = tasks.get(c["task"])
+  query = task.vocab_size if c["query_token"] else None
+  model = models.build(c["model"], task.vocab_size + int(c["query_token"]), task.num_classes,
+                       c["model_config"])
+  return model, task, query
+
+
+def load(name: str, root: Optional[str] = None) -> Tuple[Any, Any, Dict[str, Any]]:
+  """Loads a zoo model.
+
+  Returns:
+    ``(model, params, card)``: ``model.apply({"params": params}, tokens)`` gives logits
+    at every position; with ``card["query_token"]``, append the query symbol
+    ``card["query_symbol"]`` and read the last position.
+  Raises:
+    ValueError: unknown name, or a weights file whose sha256 differs from the card's.
+  """
+  c = card(name, root)
+  path = os.path.join(_entry_dir(name, root), WEIGHTS)
+  digest = _sha256(path)
+  if digest != c["sha256"]:
+    raise ValueError(f"sha256 mismatch for zoo model {name!r}: {path} has {digest}, its card "
+                     f"says {c['sha256']}. The weights file is corrupted or was altered.")
+  with open(path, "rb") as f:
+    params = serialization.msgpack_restore(f.read())
+  model, _, _ = build_model(c)
+  shapes = jax.tree_util.tree_map(lambda x: list(np.shape(x)), params)
+  if shapes != c["param_shapes"]:
+    raise ValueError(f"Zoo model {name!r}: parameter shapes {shapes} differ from the card's "
+                     f"{c['param_shapes']}.")
+  return model, params, c
+
+
+def evaluate(name: str, root: Optional[str] = None, *, min_length: Optional[int] = None,
+             max_length: Optional[int] = None) -> Dict[str, Any]:
+  """Re-evaluates an entry on its card's test protocol (one forward pass)."""
+  model, params, c = load(name, root)
+  _, task, query = build_model(c)
+  proto = c["evaluation"]
+  return evaluation.evaluate_range(
+      model, params, task, min_length=min_length or proto["min_length"],
+      max_length=max_length or proto["max_length"], num_per_length=proto["num_per_length"],
+      seed=proto["seed"], query_symbol=query, train_length=c["train_length"])
+
+
+def verify(root: Optional[str] = None, verbose: bool = True) -> bool:
+  """Re-evaluates every entry on lengths train_length+1..max_length and compares the OOD
+  mean with its card (within ``VERIFY_TOLERANCE``). Returns True if all pass."""
+  ok = True
+  for name in names(root):
+    c = card(name, root)
+    res = evaluate(name, root, min_length=c["train_length"] + 1)
+    got, want = res["summary"]["ood_mean"], c["summary"]["ood_mean"]
+    passed = got >= want - VERIFY_TOLERANCE
+    ok &= passed
+    if verbose:
+      print(f"{'ok  ' if passed else 'FAIL'} {name:22s} OOD mean {got:.5f} (card {want:.5f}), "
+            f"OOD min {res['summary']['ood_min']:.4f} (card {c['summary']['ood_min']:.4f})")
+  return ok
+
+
+def export(workdir: str, name: str, root: Optional[str] = None, which: str = "best",
+           notes: str = "", long_length: int = 10_000) -> Dict[str, Any]:
+  """Turns a finished run (``train_and_evaluate`` workdir) into a zoo entry.
+
+  Writes ``params.msgpack`` and ``card.json`` under ``root/name``, with the run's test
+  summary, and the accuracy and finiteness at ``long_length`` (64 sequences).
+  """
+  from sdssm_jax import train  # local import: train pulls in orbax
+  with open(os.path.join(workdir, "results.json")) as f:
+    results = json.load(f)
+  cfg = results["config"]
+  params, step = train.load_params(workdir, which)
+  params = jax.tree_util.tree_map(np.asarray, params)
+  out_dir = os.path.join(root or ROOT, name)
+  os.makedirs(out_dir, exist_ok=True)
+  path = os.path.join(out_dir, WEIGHTS)
+  with open(path, "wb") as f:
+    f.write(serialization.msgpack_serialize(params))
+  c = {
+      "name": name, "task": cfg["task"], "model": cfg["model"],
+      # Exact power-of-two state rescaling: same predictions, finite at any length.
+      "model_config": {**cfg["model_config"],
+                       **({"rescale": True} if "rescale" in models.default_config(cfg["model"])
+                          else {})},
+      "query_token": cfg["query_token"],
+      "train_length": cfg["train"]["train_length"],
+      "param_shapes": jax.tree_util.tree_map(lambda x: list(np.shape(x)), params),
+      "num_parameters": int(sum(np.size(x) for x in jax.tree_util.tree_leaves(params))),
+      "summary": results["summary"],
+      "evaluation": {k: cfg["eval"][k] for k in ("min_length", "max_length", "num_per_length",
+                                                 "seed")},
+      "checkpoint_step": step, "train_steps": results["train_steps"],
+      "train_wall_time_s": results["train_wall_time_s"], "hardware": results["hardware"],
+      "selection": (f"checkpoint with the best {cfg['eval']['best_metric']} on a validation "
+                    f"sample (seed {cfg['eval']['val_seed']}, lengths up to "
+                    f"{cfg['eval']['val_max_length'] or cfg['train']['train_length']}), "
+                    f"never on the test sample (seed {cfg['eval']['seed']})"
+                    if which == "best" else "last checkpoint"),
+      "training_config": cfg, "notes": notes, "sha256": _sha256(path),
+  }
+  model, task, query = build_model(c)
+  c["query_symbol"] = query
+  toks = task.sample(jax.random.PRNGKey(cfg["eval"]["seed"] + 10_000), 64, long_length)["tokens"]
+  logits = jax.jit(lambda p, t: evaluation.prefix_logits(model, p, t, query)[:, -1])(params, toks)
+  label = task.labels_at_every_prefix(toks)[:, -1]
+  c["long_length"] = {"length": int(toks.shape[1]), "num_sequences": 64,
+                      "finite": bool(np.isfinite(np.asarray(logits)).all()),
+                      "accuracy": float(np.mean(np.argmax(logits, -1) == label))}
+  with open(os.path.join(out_dir, CARD), "w") as f:
+    json.dump(c, f, indent=1)
+  return c
+
+
+def markdown_table(root: Optional[str] = None) -> str:
+  """The zoo as a markdown table (from the cards), next to the paper's claim."""
+  rows = ["| model | task | OOD mean (41..500) | OOD min | acc. at 10,000 | steps | "
+          "train wall time | hardware |", "|---|---|---|---|---|---|---|---|"]
+  for name in names(root):
+    c = card(name, root)
+    s, long = c["summary"], c["long_length"]
+    rows.append(f"| `{name}` | {c['task']} | {100 * s['ood_mean']:.2f}% | "
+                f"{100 * s['ood_min']:.2f}% | {100 * long['accuracy']:.1f}% | "
+                f"{c['checkpoint_step']:,} of {c['train_steps']:,} | "
+                f"{c['train_wall_time_s'] / 60:.1f} min | {c['hardware']} |")
+  return "\n".join(rows)
+
+
+def plot(path: str, root: Optional[str] = None) -> str:
+  """One figure: accuracy vs length 1..max_length of every zoo model (re-evaluated)."""
+  curves = {name: evaluate(name, root) for name in names(root)}
+  train_length = max(card(n, root)["train_length"] for n in curves)
+  return evaluation.plot_accuracy(path, curves, train_length,
+                                  title="sdssm_jax zoo: accuracy vs length (512 per length)")

@@ -1,0 +1,35 @@
+"""``python -m sdssm_jax.zoo [list|verify|table|plot PATH]``: list the zoo, re-evaluate
+every entry against its card, print the markdown results table, or plot every entry."""
+
+import sys
+
+from sdssm_jax import zoo
+
+
+def main(argv) -> int:
+  cmd = argv[1] if len(argv) > 1 else "list"
+  if cmd == "list":
+    for name in zoo.names():
+      c = zoo.card(name)
+      s = c["summary"]
+      print(f"{name:22s} task={c['task']:20s} OOD mean {s['ood_mean']:.5f} "
+            f"OOD min {s['ood_min']:.4f} steps {c['train_steps']}")
+    return 0
+  if cmd == "verify":
+    if not zoo.names():
+      print("The zoo is empty.")
+      return 1
+    return 0 if zoo.verify() else 1
+  if cmd == "table":
+    print(zoo.markdown_table())
+    return 0
+  if cmd == "plot" and len(argv) > 2:
+    print(zoo.plot(argv[2]))
+    return 0
+  print(f"Unknown command {cmd!r}; valid choices: list, verify, table, plot PATH.",
+        file=sys.stderr)
+  return 2
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv))
