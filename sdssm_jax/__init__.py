@@ -5,9 +5,13 @@ Curated public API:
 * :func:`linear_recurrence` (and the ``scan`` module): one scan API, three backends.
 * :class:`SDSSM`: the paper's one-layer model (``sdssm_jax.models``).
 * ``tasks``: the automaton tasks and their registry (``sdssm_jax.tasks.get(name)``).
+* ``automata``: automata as data (tables, permutation groups, Cayley tables); a task from
+  any of them.
+* :func:`compile_automaton`: exact SD-SSM weights that emulate a given automaton.
 """
 
-from sdssm_jax import models, scan, tasks
+from sdssm_jax import automata, compiler, models, scan, tasks
+from sdssm_jax.compiler import compile_automaton
 from sdssm_jax.models import SDSSM
 from sdssm_jax.scan import METHODS as SCAN_METHODS
 from sdssm_jax.scan import default_method, linear_recurrence
@@ -17,6 +21,9 @@ __version__ = "0.1.0"
 __all__ = [
     "SDSSM",
     "SCAN_METHODS",
+    "automata",
+    "compile_automaton",
+    "compiler",
     "default_method",
     "linear_recurrence",
     "models",

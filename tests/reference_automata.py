@@ -77,12 +77,57 @@ def a5(seq):
   return A5_ELEMENTS.index(a)
 
 
+S5_ELEMENTS = sorted(itertools.permutations(range(5)))
+_S5_GENERATORS = {0: (1, 2, 3, 4, 0), 1: (1, 0, 2, 3, 4)}
+
+
+def s5(seq):
+  """Compose the arrangement with the 5-cycle (token 0) or the swap (token 1)."""
+  a = (0, 1, 2, 3, 4)
+  for tok in seq:
+    g = _S5_GENERATORS[tok]
+    a = tuple(a[g[i]] for i in range(5))
+  return S5_ELEMENTS.index(a)
+
+
+def _hamilton(p, q):
+  """The quaternion product p * q of (w, x, y, z) = w + x i + y j + z k."""
+  a1, b1, c1, d1 = p
+  a2, b2, c2, d2 = q
+  return (
+      a1 * a2 - b1 * b2 - c1 * c2 - d1 * d2,
+      a1 * b2 + b1 * a2 + c1 * d2 - d1 * c2,
+      a1 * c2 - b1 * d2 + c1 * a2 + d1 * b2,
+      a1 * d2 + b1 * c2 - c1 * b2 + d1 * a2,
+  )
+
+
+# Labels 0..7 are 1, -1, i, -i, j, -j, k, -k.
+Q8_ELEMENTS = [
+    (1, 0, 0, 0), (-1, 0, 0, 0),
+    (0, 1, 0, 0), (0, -1, 0, 0),
+    (0, 0, 1, 0), (0, 0, -1, 0),
+    (0, 0, 0, 1), (0, 0, 0, -1),
+]
+_Q8_GENERATORS = {0: (0, 1, 0, 0), 1: (0, 0, 1, 0)}  # i, j
+
+
+def q8(seq):
+  """Start at 1; multiply on the right by i (token 0) or j (token 1)."""
+  q = (1, 0, 0, 0)
+  for tok in seq:
+    q = _hamilton(q, _Q8_GENERATORS[tok])
+  return Q8_ELEMENTS.index(q)
+
+
 _FIXED = {
     "parity": parity,
     "even_pairs": even_pairs,
     "cycle_navigation": cycle_navigation,
     "modular_arithmetic": modular_arithmetic,
     "a5": a5,
+    "s5": s5,
+    "q8": q8,
 }
 
 

@@ -24,6 +24,8 @@ EXPECTED_NAMES = [
     "d4",
     "d30",
     "a5",
+    "s5",
+    "q8",
 ]
 ALL_TASKS = EXPECTED_NAMES + ["c2xc7", "d5"]
 LENGTHS = [1, 2, 3, 7, 40, 257]
@@ -150,6 +152,8 @@ def test_basic_attributes(name):
       "cycle_navigation": (3, 5),
       "modular_arithmetic": (8, 5),
       "a5": (2, 60),
+      "s5": (2, 120),
+      "q8": (2, 8),
   }
   if name in expected:
     assert (task.vocab_size, task.num_classes) == expected[name]
@@ -368,7 +372,7 @@ def test_is_commutative_brute_force(name):
 def test_is_commutative_known_facts():
   for name in ["parity", "cycle_navigation", "c2xc4", "c2xc30", "c2xc7"]:
     assert tasks.get(name).is_commutative, name
-  for name in ["d4", "d30", "d5", "a5", "even_pairs", "modular_arithmetic"]:
+  for name in ["d4", "d30", "d5", "a5", "s5", "q8", "even_pairs", "modular_arithmetic"]:
     assert not tasks.get(name).is_commutative, name
 
 
@@ -378,6 +382,8 @@ def test_is_commutative_known_facts():
         ("parity", 2),
         ("cycle_navigation", 5),
         ("a5", 60),
+        ("s5", 120),
+        ("q8", 8),
         ("d4", 8),
         ("d30", 60),
         ("c2xc4", 8),

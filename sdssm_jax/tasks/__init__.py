@@ -1,8 +1,8 @@
 """Automaton tasks for SD-SSM experiments and their registry.
 
 ``get(name)`` returns a :class:`Task`; ``names()`` lists the registered concrete tasks
-(parity, even_pairs, cycle_navigation, modular_arithmetic, c2xc4, c2xc30, d4, d30, a5);
-the families ``c2xc<N>`` and ``d<N>`` accept any N >= 1.
+(parity, even_pairs, cycle_navigation, modular_arithmetic, c2xc4, c2xc30, d4, d30, a5,
+s5, q8); the families ``c2xc<N>`` and ``d<N>`` accept any N >= 1.
 """
 
 from .base import AutomatonTask, Task, get, names, register, register_family
@@ -10,5 +10,6 @@ from .base import AutomatonTask, Task, get, names, register, register_family
 # Imported for their registration side effects (order = order of names()).
 from . import parity, even_pairs, cycle_navigation, modular_arithmetic  # noqa: E402,F401
 from . import groups, a5  # noqa: E402,F401
+from . import s5, q8  # noqa: E402,F401
 
 __all__ = ["Task", "AutomatonTask", "get", "names", "register", "register_family"]
