@@ -248,6 +248,7 @@ def linear_recurrence(
     _, hs = _associative(a_t, b_t, dense)
 
   else:  # chunked
+    chunk_size = min(chunk_size, L)  # no padded work when one chunk covers everything
     num_chunks = -(-L // chunk_size)
     pad = num_chunks * chunk_size - L
     # Padding goes at the end and its outputs are dropped, so its values are moot.

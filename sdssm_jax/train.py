@@ -61,11 +61,13 @@ def make_model(config: ml_collections.ConfigDict):
   return model, task, query_symbol
 
 
-def init_state(model, optimizer, key: jax.Array) -> Dict[str, Any]:
-  """The training state pytree: ``{"step", "params", "opt_state"}``."""
+def init_state(model, optimizer, key: jax.Array, mesh: Optional[Mesh] = None) -> Dict[str, Any]:
+  """The training state pytree ``{"step", "params", "opt_state"}``, replicated over
+  ``mesh`` when given (as the train step returns it, so the step compiles once)."""
   params = model.init(key, jnp.zeros((1, 2), jnp.int32))["params"]
-  return {"step": jnp.zeros((), jnp.int32), "params": params,
-          "opt_state": optimizer.init(params)}
+  state = {"step": jnp.zeros((), jnp.int32), "params": params,
+           "opt_state": optimizer.init(params)}
+  return state if mesh is None else jax.device_put(state, NamedSharding(mesh, P()))
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -188,7 +190,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   mesh = make_mesh()
   replicated = NamedSharding(mesh, P())
   init_key, data_key = jax.random.split(jax.random.PRNGKey(config.seed))
-  state = jax.device_put(init_state(model, optimizer, init_key), replicated)
+  state = init_state(model, optimizer, init_key, mesh)
   train_step = make_train_step(model, task, optimizer, config, query_symbol, mesh)
 
   opts = dict(create=True, enable_async_checkpointing=False)

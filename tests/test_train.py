@@ -168,7 +168,7 @@ c = configs.get_smoke_config("task=a5"); c.train.batch_size = 32
 model, task, q = train.make_model(c)
 opt, _ = train.make_optimizer(c.optimizer, c.train.steps)
 mesh = train.make_mesh()
-state = train.init_state(model, opt, jax.random.PRNGKey(0))
+state = train.init_state(model, opt, jax.random.PRNGKey(0), mesh)
 step = train.make_train_step(model, task, opt, c, q, mesh)
 losses = []
 for _ in range(5):
