@@ -21,14 +21,15 @@ re-exported by :mod:`sdssm_jax.tasks`.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections import deque
 from typing import Callable, Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sdssm_jax.automata import DFA
 from sdssm_jax.validation import check_token_ids
 
 __all__ = [
@@ -39,12 +40,6 @@ __all__ = [
     "get",
     "names",
 ]
-
-
-def _readonly_int32(x) -> np.ndarray:
-  arr = np.array(x, dtype=np.int32, copy=True)
-  arr.setflags(write=False)
-  return arr
 
 
 class Task:
@@ -126,66 +121,41 @@ class AutomatonTask(Task):
   """
 
   def __init__(self, name: str, transitions, initial_state: int, state_labels, num_classes: int):
-    table = _readonly_int32(transitions)
-    if table.ndim != 2:
-      raise ValueError(f"transitions must be [S, V], got shape {table.shape}")
-    num_states, vocab = table.shape
-    if table.size and (table.min() < 0 or table.max() >= num_states):
-      raise ValueError("transitions must map into [0, S)")
-    labels = _readonly_int32(state_labels)
-    if labels.shape != (num_states,):
-      raise ValueError(f"state_labels must have shape ({num_states},), got {labels.shape}")
-    if labels.min() < -1 or labels.max() >= num_classes:
-      raise ValueError(f"state_labels must lie in [-1, {num_classes})")
-    if not 0 <= int(initial_state) < num_states:
-      raise ValueError(f"initial_state must lie in [0, {num_states})")
-    super().__init__(name, vocab, num_classes)
-    self._transitions = table
-    self._initial_state = int(initial_state)
-    self._state_labels = labels
-    self._commutative: Optional[bool] = None
+    dfa = DFA(transitions, initial_state, state_labels, num_classes=num_classes)
+    super().__init__(name, dfa.vocab_size, num_classes)
+    self._dfa = dfa
 
-  # -- data -------------------------------------------------------------
+  # -- data: the automaton ---------------------------------------------------------
+  @property
+  def automaton(self) -> DFA:
+    """The task's automaton (tables, reachability, minimisation, commutativity)."""
+    return self._dfa
+
   @property
   def transitions(self) -> np.ndarray:
-    return self._transitions
+    return self._dfa.transitions
 
   @property
   def initial_state(self) -> int:
-    return self._initial_state
+    return self._dfa.initial_state
 
   @property
   def state_labels(self) -> np.ndarray:
-    return self._state_labels
+    return self._dfa.state_labels
 
   @property
   def num_states(self) -> int:
     """Number of states in the table (every table built here is reachable-only)."""
-    return int(self._transitions.shape[0])
+    return self._dfa.num_states
 
   def reachable_states(self) -> np.ndarray:
     """Sorted indices of the states reachable from the initial state."""
-    seen = np.zeros(self.num_states, dtype=bool)
-    seen[self._initial_state] = True
-    frontier = deque([self._initial_state])
-    while frontier:
-      q = frontier.popleft()
-      for r in self._transitions[q]:
-        if not seen[r]:
-          seen[r] = True
-          frontier.append(int(r))
-    return np.nonzero(seen)[0]
+    return self._dfa.reachable_states()
 
-  @property
+  @functools.cached_property
   def is_commutative(self) -> bool:
     """True iff delta(delta(q,a),b) == delta(delta(q,b),a) for all reachable q, a, b."""
-    if self._commutative is None:
-      t = self._transitions
-      q = self.reachable_states()
-      after_a = t[q]  # [R, V]: delta(q, a)
-      ab = t[after_a]  # [R, V, V]: delta(delta(q, a), b)
-      self._commutative = bool(np.array_equal(ab, np.swapaxes(ab, 1, 2)))
-    return self._commutative
+    return self._dfa.is_commutative
 
   # -- computation ------------------------------------------------------
   def states_at_every_prefix(self, tokens) -> jax.Array:
@@ -193,10 +163,10 @@ class AutomatonTask(Task):
     tokens = jnp.asarray(tokens)
     if tokens.ndim != 2:
       raise ValueError(f"tokens must be [B, L], got shape {tokens.shape}")
-    table = jnp.asarray(self._transitions)
+    table = jnp.asarray(self.transitions)
     flat = table.reshape(-1)
     vocab = self.vocab_size
-    q0 = jnp.full((tokens.shape[0],), self._initial_state, dtype=jnp.int32)
+    q0 = jnp.full((tokens.shape[0],), self.initial_state, dtype=jnp.int32)
 
     def step(q, tok):
       nq = flat[q * vocab + tok.astype(jnp.int32)]
@@ -207,7 +177,7 @@ class AutomatonTask(Task):
 
   def labels_at_every_prefix(self, tokens) -> jax.Array:
     states = self.states_at_every_prefix(tokens)
-    return jnp.asarray(self._state_labels)[states]
+    return jnp.asarray(self.state_labels)[states]
 
   def sample_tokens(self, key, batch_size: int, length: int) -> jax.Array:
     """int32 ``[batch_size, length]`` tokens, uniform over the vocabulary."""
