@@ -129,14 +129,19 @@ def test_causal_and_unbatched():
                              atol=1e-6)
 
 
-def test_step_extends_states_by_one_symbol():
-  model = SDSSM(V, C, state_size=N, num_matrices=K)
+@pytest.mark.parametrize("rescale", [False, True])
+def test_step_extends_states_by_one_symbol(rescale):
+  model = SDSSM(V, C, state_size=N, num_matrices=K, rescale=rescale)
   params, tokens = _init(model, L=10)
   full = model.apply({"params": params}, tokens, method=SDSSM.states)
   prefix = model.apply({"params": params}, tokens[:, :-1], method=SDSSM.states)
-  stepped = jnp.stack([model.apply({"params": params}, prefix[i, -1], int(tokens[i, -1]),
-                                   method=SDSSM.step) for i in range(3)])
-  np.testing.assert_allclose(stepped, full[:, -1], rtol=1e-5, atol=1e-6)
+  last = jax.tree_util.tree_map(lambda x: x[:, -1], prefix)
+  stepped = [model.apply({"params": params}, jax.tree_util.tree_map(lambda x: x[i], last),
+                         int(tokens[i, -1]), method=SDSSM.step) for i in range(3)]
+  want = jax.tree_util.tree_map(lambda x: x[:, -1], full)
+  got = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *stepped)
+  for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
 
 
 def test_token_ids_are_checked_at_the_boundary_but_jit_works():
@@ -168,3 +173,29 @@ def test_unknown_path():
   params, tokens = _init(model)
   with pytest.raises(ValueError, match="token, general"):
     model.apply({"params": params}, tokens, path="fast")
+
+
+def test_rescaled_states_same_predictions_and_finite_at_length_10000():
+  model = SDSSM(V, C, state_size=N, num_matrices=K, p_norm=1.2, rescale=False)
+  stable = SDSSM(V, C, state_size=N, num_matrices=K, p_norm=1.2, rescale=True)
+  assert SDSSM(V, C).rescaled == (scan.default_method() == "sequential")  # auto
+  params, _ = _init(model)
+  params["A"] = jax.random.uniform(jax.random.PRNGKey(4), (K, N, N))  # grows
+  tokens = jax.random.randint(jax.random.PRNGKey(5), (2, 10_000), 0, V)
+  y = model.apply({"params": params}, tokens)
+  y_stable = stable.apply({"params": params}, tokens)
+  assert not np.isfinite(np.asarray(y[:, -1])).all()
+  assert np.isfinite(np.asarray(y_stable)).all()
+  # The plain model is right only while x^2 (inside LayerNorm) stays in float32's range.
+  states = np.asarray(model.apply({"params": params}, tokens, method=SDSSM.states))
+  n_ok = int(np.argmax(np.abs(states).max(axis=(0, 2)) > 2.0 ** 60))
+  assert n_ok > 10
+  np.testing.assert_allclose(y_stable[:, :n_ok], y[:, :n_ok], rtol=1e-4, atol=1e-4)
+  # The query step on rescaled states equals running the longer sequence.
+  from sdssm_jax import evaluation
+  fast = evaluation.prefix_logits(stable, params, tokens[:, :3000], 1)[:, -1]
+  slow = stable.apply({"params": params}, jnp.concatenate(
+      [tokens[:, :3000], jnp.ones((2, 1), jnp.int32)], axis=1))[:, -1]
+  np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="sequential"):
+    SDSSM(V, C, scan="associative", rescale=True)

@@ -8,6 +8,9 @@ One layer, for token inputs u_1..u_L over V symbols (one-hot, no embedding):
   x_t = Â(u_t) x_{t-1} + B u_t,  x_0 = 0          linear recurrence
   y_t = W_o LayerNorm(x_t) + c_o                  linear readout, logits at every t
 
+``readout_kind="mlp"`` replaces the linear map by LayerNorm -> Dense(N -> 64) -> ReLU ->
+Dense(64 -> C), the paper's nonlinear-readout ablation (registered as ``sdssm_mlp``).
+
 The maths lives in the pure functions below; :class:`SDSSM` only holds parameters
 (``selector``, ``A``, ``B``, ``norm``, ``readout``) and calls them.
 """
@@ -22,9 +25,11 @@ import jax
 import jax.numpy as jnp
 
 from sdssm_jax import scan as scan_lib
+from sdssm_jax.models.readouts import READOUTS, make_readout
 from sdssm_jax.validation import check_token_ids
 
-__all__ = ["SDSSM", "column_normalize", "select_transitions", "torch_linear_init",
+__all__ = ["SDSSM", "LayerNorm", "column_normalize", "layer_norm", "select_transitions",
+           "torch_linear_init",
            "dictionary_init", "PATHS"]
 
 PATHS = ("token", "general")
@@ -87,6 +92,33 @@ def dictionary_init(state_size: int):
   return init
 
 
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: jax.Array) -> jax.Array:
+  """LayerNorm over the last axis: ``[..., N]`` -> ``[..., N]``; ``eps`` broadcasts
+  against ``[..., 1]`` (a per-state epsilon serves rescaled states)."""
+  x = x.astype(jnp.float32)
+  mean = jnp.mean(x, axis=-1, keepdims=True)
+  var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+  return (x - mean) * jax.lax.rsqrt(var + eps) * scale + bias
+
+
+class LayerNorm(nn.Module):
+  """LayerNorm with ``scale``/``bias`` parameters (as ``flax.linen.LayerNorm``) that also
+  normalises states given as ``mantissa * 2**exponent`` exactly: for x = m 2^k,
+  LN_eps(x) = LN_{eps 4^-k}(m)."""
+
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x: jax.Array, exponent: Optional[jax.Array] = None) -> jax.Array:
+    n = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (n,))
+    bias = self.param("bias", nn.initializers.zeros, (n,))
+    eps = jnp.float32(self.epsilon)
+    if exponent is not None:
+      eps = scan_lib.ldexp(jnp.full(exponent.shape + (1,), eps), -2 * exponent)
+    return layer_norm(x, scale, bias, eps)
+
+
 def _dense(features: int, fan_in: int, name: str, use_bias: bool = True) -> nn.Dense:
   init = torch_linear_init(fan_in)
   return nn.Dense(features, use_bias=use_bias, kernel_init=init, bias_init=init, name=name)
@@ -111,6 +143,15 @@ class SDSSM(nn.Module):
     scan: scan backend (``"sequential"``, ``"associative"``, ``"chunked"``); ``None``
       picks the fastest for the current platform (``scan.default_method``).
     chunk_size: steps per chunk for ``scan="chunked"``.
+    readout_kind: ``"linear"`` (the paper's model) or ``"mlp"`` (the nonlinear-readout
+      ablation: ``Dense(N -> readout_hidden) -> ReLU -> Dense``, after the LayerNorm).
+    readout_hidden: hidden width of the ``"mlp"`` readout.
+    rescale: carry the state as ``mantissa * 2**exponent`` (exact power-of-two
+      rescaling, sequential scan) so that states growing past float32's range (a
+      transition with spectral radius > 1, allowed by the column Lp normalisation) stay
+      finite at any length. Predictions are unchanged: the LayerNorm is scale-invariant
+      and its epsilon is rescaled exactly. ``states`` then returns ``(mantissa,
+      exponent)``. ``None`` (default): on exactly when the scan is sequential.
   """
 
   vocab_size: int
@@ -120,9 +161,13 @@ class SDSSM(nn.Module):
   p_norm: float = 1.2
   scan: Optional[str] = None
   chunk_size: int = 64
+  readout_kind: str = "linear"
+  readout_hidden: int = 64
+  rescale: Optional[bool] = None
 
   def __post_init__(self):
-    for field in ("vocab_size", "num_classes", "state_size", "num_matrices", "chunk_size"):
+    for field in ("vocab_size", "num_classes", "state_size", "num_matrices", "chunk_size",
+                  "readout_hidden"):
       if int(getattr(self, field)) < 1:
         raise ValueError(f"SDSSM.{field} must be >= 1, got {getattr(self, field)}.")
     if not self.p_norm > 1.0:
@@ -130,6 +175,11 @@ class SDSSM(nn.Module):
     if self.scan is not None and self.scan not in scan_lib.METHODS:
       raise ValueError(
           f"Unknown scan {self.scan!r}; valid choices: {', '.join(scan_lib.METHODS)} or None.")
+    if self.rescale is True and self.scan not in (None, "sequential"):
+      raise ValueError(f"SDSSM.rescale=True needs scan='sequential' (or None), got {self.scan!r}.")
+    if self.readout_kind not in READOUTS:
+      raise ValueError(f"Unknown SDSSM.readout_kind {self.readout_kind!r}; valid choices: "
+                       f"{', '.join(READOUTS)}.")
     super().__post_init__()
 
   def setup(self):
@@ -137,12 +187,17 @@ class SDSSM(nn.Module):
     self.selector = _dense(K, V, "selector")
     self.A = self.param("A", dictionary_init(N), (K, N, N))
     self.B = self.param("B", torch_linear_init(V), (V, N))
-    self.norm = nn.LayerNorm(epsilon=1e-5, name="norm")
-    self.readout = _dense(self.num_classes, N, "readout")
+    self.norm = LayerNorm(epsilon=1e-5, name="norm")
+    self.readout = make_readout(self.readout_kind, N, self.num_classes, self.readout_hidden)
 
   @property
   def scan_method(self) -> str:
-    return self.scan or scan_lib.default_method()
+    return "sequential" if self.rescale is True else (self.scan or scan_lib.default_method())
+
+  @property
+  def rescaled(self) -> bool:
+    """Whether states are carried as ``(mantissa, exponent)``."""
+    return self.scan_method == "sequential" if self.rescale is None else self.rescale
 
   # -- transitions ---------------------------------------------------------------
 
@@ -165,24 +220,31 @@ class SDSSM(nn.Module):
     from one-hot features (what a stack of layers over continuous inputs does). Both
     give the same numbers.
     """
+    kw = dict(method=self.scan_method, chunk_size=self.chunk_size, rescale=self.rescaled)
     if path == "token":
       b = jnp.take(self.B, tokens, axis=0)
-      return scan_lib.linear_recurrence(self.symbol_transitions(), b, method=self.scan_method,
-                                        chunk_size=self.chunk_size, index=tokens)
+      return scan_lib.linear_recurrence(self.symbol_transitions(), b, index=tokens, **kw)
     if path == "general":
       u = jax.nn.one_hot(tokens, self.vocab_size, dtype=jnp.float32)
-      return scan_lib.linear_recurrence(self.feature_transitions(u), u @ self.B,
-                                        method=self.scan_method, chunk_size=self.chunk_size)
+      return scan_lib.linear_recurrence(self.feature_transitions(u), u @ self.B, **kw)
     raise ValueError(f"Unknown path {path!r}; valid choices: {', '.join(PATHS)}.")
 
-  def step(self, states: jax.Array, symbol: int) -> jax.Array:
-    """Applies one more symbol to states ``[..., N]``: Â(e_symbol) x + B[symbol]."""
+  def step(self, states, symbol: int):
+    """Applies one more symbol to states ``[..., N]`` (or ``(mantissa, exponent)`` with
+    ``rescale``): Â(e_symbol) x + B[symbol]."""
     a = self.symbol_transitions()[symbol]
-    return jnp.einsum("ij,...j->...i", a, states, precision=jax.lax.Precision.HIGHEST) + (
-        self.B[symbol])
+    apply = lambda x: jnp.einsum("ij,...j->...i", a, x, precision=jax.lax.Precision.HIGHEST)
+    if self.rescaled:
+      mantissa, exponent = states
+      b = jnp.broadcast_to(self.B[symbol], mantissa.shape)
+      return scan_lib.renormalize(apply(mantissa) + scan_lib.ldexp(b, -exponent), exponent)
+    return apply(states) + self.B[symbol]
 
-  def logits(self, states: jax.Array) -> jax.Array:
-    """LayerNorm + linear readout: ``[..., N]`` -> ``[..., C]``."""
+  def logits(self, states) -> jax.Array:
+    """LayerNorm + linear (or MLP) readout: ``[..., N]`` -> ``[..., C]``."""
+    if self.rescaled:
+      mantissa, exponent = states
+      return self.readout(self.norm(mantissa, exponent))
     return self.readout(self.norm(states))
 
   def __call__(self, tokens: jax.Array, path: str = "token") -> jax.Array:
