@@ -182,11 +182,10 @@ def write_results(workdir: str, result: Dict[str, Any], extra: Optional[dict] = 
 def plot_accuracy(path: str, curves: Dict[str, Dict[str, Any]], train_length: int,
                   title: str = "") -> str:
   """Accuracy vs length, one line per curve, the training range shaded; saves a PNG."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from matplotlib.figure import Figure  # no pyplot: leaves the user's backend alone
 
-  fig, ax = plt.subplots(figsize=(7, 3.5))
+  fig = Figure(figsize=(9 if len(curves) > 2 else 7, 3.5))
+  ax = fig.subplots()
   ax.axvspan(0.5, train_length + 0.5, color="0.9", label=f"training lengths (1..{train_length})")
   for label, r in curves.items():
     ax.plot(r["lengths"], r["accuracy"], lw=1.2, label=label)
@@ -194,8 +193,10 @@ def plot_accuracy(path: str, curves: Dict[str, Dict[str, Any]], train_length: in
   ax.set_ylabel("accuracy")
   ax.set_ylim(-0.02, 1.02)
   ax.set_title(title)
-  ax.legend(loc="lower left", fontsize=8)
+  if len(curves) > 2:  # many curves: the legend goes beside the axes
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+  else:
+    ax.legend(loc="lower left", fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
   return path

@@ -157,12 +157,15 @@ def hardware() -> str:
 
 def load_params(workdir: str, which: str = "best"):
   """Parameters of a run's ``"best"`` or ``"last"`` checkpoint (a plain pytree)."""
+  if which not in ("best", "last"):
+    raise ValueError(f"Unknown checkpoint {which!r}; valid choices: best, last.")
   sub = "best" if which == "best" else "checkpoints"
   with ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), sub)) as mngr:
     step = mngr.latest_step()
     if step is None:
       raise FileNotFoundError(f"No {which} checkpoint under {workdir}.")
-    return mngr.restore(step, args=ocp.args.StandardRestore())["params"], step
+    restored = mngr.restore(step, args=ocp.args.StandardRestore())
+    return (restored["params"] if which == "best" else restored["state"]["params"]), step
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:

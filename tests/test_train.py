@@ -92,6 +92,10 @@ def test_outputs_written(tmp_path):
   assert any("id_acc" in l for l in lines)
   params, step = train.load_params(str(tmp_path), "best")
   assert 0 < step <= c.train.steps and "A" in params
+  last, step = train.load_params(str(tmp_path), "last")
+  assert step == c.train.steps and last["A"].shape == params["A"].shape
+  with pytest.raises(ValueError, match="best, last"):
+    train.load_params(str(tmp_path), "final")
 
 
 @pytest.mark.parametrize("arg,field,value,match", [
