@@ -8,10 +8,12 @@ Curated public API:
 * ``automata``: automata as data (tables, permutation groups, Cayley tables); a task from
   any of them.
 * :func:`compile_automaton`: exact SD-SSM weights that emulate a given automaton.
+* :func:`extract_automaton`: the automaton a trained model implements.
 """
 
-from sdssm_jax import automata, compiler, models, scan, tasks
+from sdssm_jax import automata, compiler, extraction, models, scan, tasks
 from sdssm_jax.compiler import compile_automaton
+from sdssm_jax.extraction import extract_automaton
 from sdssm_jax.models import SDSSM
 from sdssm_jax.scan import METHODS as SCAN_METHODS
 from sdssm_jax.scan import default_method, linear_recurrence
@@ -24,6 +26,8 @@ __all__ = [
     "automata",
     "compile_automaton",
     "compiler",
+    "extract_automaton",
+    "extraction",
     "default_method",
     "linear_recurrence",
     "models",

@@ -27,7 +27,8 @@ from sdssm_jax import configs
 
 __all__ = ["Run", "register", "get", "names", "grid", "format_value", "parse_value",
            "is_finished", "read_results", "summarize", "write_summary", "to_markdown",
-           "COLUMNS", "TABLE1_TASKS"]
+           "COLUMNS", "TABLE1_TASKS", "DIAGONAL_VS_DENSE_TASKS", "DIAGONAL_VS_DENSE_MODELS",
+           "SHORT_BUDGET", "LONG_BUDGET", "with_overrides"]
 
 Override = Tuple[str, Any]
 
@@ -163,6 +164,53 @@ def _table1() -> List[Run]:
 
 register("table1", _table1)
 register("smoke", lambda: grid(["parity", "d4"], ["sdssm"], seeds=[0]))
+
+# Diagonal vs dense (SDSSM.md, "Diagonal selective SSMs"): every variant on commutative
+# (parity, cycle_navigation, c2xc30) and non-commutative (d30, a5) automata.
+DIAGONAL_VS_DENSE_TASKS = ("parity", "cycle_navigation", "c2xc30", "d30", "a5")
+DIAGONAL_VS_DENSE_MODELS = ("sdssm", "sdssm_mlp", "diag_complex", "diag_complex_nob",
+                            "diag_complex_mlp", "diag_complex_nob_mlp", "diag_complex_deep",
+                            "diag_real", "diag_real_pm1", "lti_complex", "rnn_tanh", "rnn_relu",
+                            "lstm")
+# The short fixed budget shared by every run of these sweeps (what docs/results.md reports
+# on a shared 2-core CPU; raise it with --set train.steps=...): one learning rate for all
+# models and tasks, and a query token everywhere (the protocol of parity/cycle/arithmetic).
+SHORT_BUDGET = (("train.steps", 500), ("optimizer.lr", 1e-3), ("query_token", True))
+
+
+def with_overrides(runs: Sequence[Run], fixed: Sequence[Override]) -> List[Run]:
+  """``runs`` with ``fixed`` overrides appended (they do not change the run names)."""
+  return [dataclasses.replace(run, overrides=run.overrides + tuple(fixed)) for run in runs]
+
+
+def _seed_major(seeds: Sequence[int], *args, **hparams) -> List[Run]:
+  """``grid(*args, **hparams)`` one seed after another: an interrupted sweep holds whole
+  seeds (every task x model of seed 0 before any of seed 1)."""
+  return [run for seed in seeds for run in grid(*args, seeds=[seed], **hparams)]
+
+
+def _diagonal_vs_dense() -> List[Run]:
+  return with_overrides(_seed_major([0, 1, 2], DIAGONAL_VS_DENSE_TASKS,
+                                    DIAGONAL_VS_DENSE_MODELS), SHORT_BUDGET)
+
+
+def _readout_ablation() -> List[Run]:
+  return with_overrides(_seed_major([0, 1, 2], ["modular_arithmetic"], ["sdssm", "sdssm_mlp"],
+                                    **{"optimizer.weight_decay": [0.0, 0.01]}), SHORT_BUDGET)
+
+
+# The key contrast at a longer budget: dense SD-SSM vs the complex diagonal SSM.
+LONG_BUDGET = (("train.steps", 4000), ("optimizer.lr", 1e-3), ("query_token", True))
+
+
+def _diagonal_vs_dense_long() -> List[Run]:
+  return with_overrides(grid(["parity", "c2xc30", "d30", "a5"], ["sdssm", "diag_complex"],
+                             seeds=[0]), LONG_BUDGET)
+
+
+register("diagonal_vs_dense", _diagonal_vs_dense)
+register("diagonal_vs_dense_long", _diagonal_vs_dense_long)
+register("readout_ablation", _readout_ablation)
 
 
 def _lookup(tree: Dict[str, Any], dotted: str) -> Any:
