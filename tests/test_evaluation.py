@@ -54,7 +54,7 @@ def test_accuracy_matches_brute_force_count():
   res = evaluation.evaluate_range(model, params, task, max_length=12, num_per_length=64,
                                   seed=3, query_symbol=q, train_length=5)
   tokens = task.sample(jax.random.PRNGKey(3), 64, 12)["tokens"]
-  for n in range(1, 13):
+  for n in (1, 2, 5, 12):
     inp = jnp.concatenate([tokens[:, :n], jnp.full((64, 1), q, jnp.int32)], axis=1)
     pred = np.argmax(model.apply({"params": params}, inp)[:, -1], -1)
     want = (np.asarray(tokens[:, :n]).sum(1) % 2 == pred).mean()
