@@ -3,24 +3,32 @@
 This module is pure ``jax.numpy``: no Flax, no parameters. Everything that runs a
 state-space recurrence in ``sdssm_jax`` goes through :func:`linear_recurrence`.
 
-Transitions come in two structures, told apart by rank:
+Transitions come in three structures; dense and diagonal are told apart by rank, PD by
+its type:
 
 * dense:    ``A`` has shape ``[..., L, N, N]`` and ``h_t = A_t @ h_{t-1} + b_t``;
 * diagonal: ``A`` has shape ``[..., L, N]``    and ``h_t = A_t * h_{t-1} + b_t``
-  (real or complex).
+  (real or complex);
+* PD:       ``A = PD(rows, diag)``, each ``[..., L, N]``: ``A_t = P_t D_t`` with ``P_t``
+  column one-hot (column ``j`` has its single 1 in row ``rows[..., t, j]``; two columns
+  may share a row, so ``P_t`` need not be a permutation) and ``D_t = diag(diag[..., t, :])``
+  (real or complex), i.e. ``h_t[i] = sum_{j: rows[j] = i} diag[j] h_{t-1}[j] + b_t[i]``, a
+  scatter-add (PD-SSM, arXiv 2509.22284). Products of PD matrices are PD
+  (:func:`pd_compose`), so every backend runs in Θ(N) per step instead of Θ(N^2)/Θ(N^3).
 
 and, for token models, in an *indexed* form: with ``index`` (int ``[..., L]``) given,
-``A`` is a table of per-symbol transitions, ``[V, N, N]`` or ``[V, N]``, and step ``t``
-uses ``A[index[..., t]]``. The table is gathered lazily: per step in the sequential
-backend, per chunk in the chunked backend, and all at once in the associative backend.
+``A`` is a table of per-symbol transitions, ``[V, N, N]``, ``[V, N]`` or
+``PD([V, N], [V, N])``, and step ``t`` uses ``A[index[..., t]]``. The table is gathered
+lazily: per step in the sequential backend, per chunk in the chunked backend, and all at
+once in the associative backend.
 
 Backends (``method=``):
 
-* ``"sequential"``: ``jax.lax.scan`` over time. Θ(L N^2) work, Θ(L) depth. Fastest on
-  CPUs.
+* ``"sequential"``: ``jax.lax.scan`` over time. Θ(L N^2) work (Θ(L N) for diagonal and PD
+  transitions), Θ(L) depth. Fastest on CPUs.
 * ``"associative"``: ``jax.lax.associative_scan`` with the combine
   ``(A2, b2) o (A1, b1) = (A2 A1, A2 b1 + b2)``. Θ(L N^3) work for dense transitions,
-  Θ(log L) depth. Meant for GPUs and TPUs.
+  Θ(L N) for diagonal and PD ones, Θ(log L) depth. Meant for GPUs and TPUs.
 * ``"chunked"``: associative scan inside chunks of ``chunk_size`` steps, the state
   carried across chunks by ``jax.lax.scan``; the prefix products are materialised for
   one chunk at a time, so memory is bounded by the chunk rather than by L.
@@ -31,13 +39,17 @@ run matrix products at the highest precision, whatever the input dtype.
 
 from __future__ import annotations
 
-from typing import Optional
+import math
+from typing import NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-__all__ = ["METHODS", "RESCALE_BITS", "default_method", "ldexp", "linear_recurrence",
-           "renormalize"]
+from sdssm_jax.validation import is_traced
+
+__all__ = ["METHODS", "PD", "RESCALE_BITS", "default_method", "ldexp", "linear_recurrence",
+           "pd_apply", "pd_compose", "pd_to_dense", "renormalize"]
 
 METHODS = ("sequential", "associative", "chunked")
 
@@ -83,50 +95,165 @@ def _check_method(method: str) -> None:
     raise ValueError(f"Unknown scan method {method!r}; valid choices: {', '.join(METHODS)}.")
 
 
-def _apply(a: jax.Array, h: jax.Array, dense: bool) -> jax.Array:
-  """a: [..., N, N] (dense) or [..., N] (diagonal); h: [..., N] -> [..., N]."""
-  if dense:
+# ------------------------------------------------------------------------ PD transitions
+
+
+class PD(NamedTuple):
+  """PD transitions ``P D`` by their sparse parts (one matrix per index of ``[...]``).
+
+  Attributes:
+    rows: int ``[..., N]``: column ``j`` of ``P`` has its single 1 in row ``rows[..., j]``
+      (entries in ``[0, N)``; repeats allowed, so ``P`` need not be a permutation).
+    diag: real or complex ``[..., N]`` (the shape of ``rows``), the diagonal of ``D``.
+  """
+
+  rows: jax.Array
+  diag: jax.Array
+
+
+def pd_apply(rows: jax.Array, diag: jax.Array, h: jax.Array) -> jax.Array:
+  """``(P D) h`` as a scatter-add: ``out[..., i] = sum_{j: rows[..., j] = i} diag[..., j]
+  h[..., j]``. Θ(N) work.
+
+  Args:
+    rows: int ``[..., N]``, entries in ``[0, N)``.
+    diag: ``[..., N]``.
+    h: ``[..., N]``; the leading dims of all three broadcast.
+  Returns:
+    ``[..., N]`` in the dtype of ``diag * h``. Differentiable w.r.t. ``diag`` and ``h``
+    (the transpose of the scatter-add is a gather); ``rows`` carries no gradient.
+  """
+  v = diag * h
+  shape = jnp.broadcast_shapes(jnp.shape(rows), v.shape)
+  n, m = shape[-1], math.prod(shape[:-1])
+  # One segment_sum over the flattened batch: sequence r's row i is segment r * N + i
+  # (measured faster on CPU than a vmapped .at[rows].add, same on the gradient).
+  ids = (jnp.broadcast_to(rows, shape).reshape(m, n).astype(jnp.int32)
+         + n * jnp.arange(m, dtype=jnp.int32)[:, None])
+  out = jax.ops.segment_sum(jnp.broadcast_to(v, shape).reshape(m * n), ids.reshape(m * n),
+                            num_segments=m * n)
+  return out.reshape(shape)
+
+
+def pd_compose(first: PD, second: PD) -> PD:
+  """The product ``(P2 D2) (P1 D1)`` of two PD transitions, itself PD. Θ(N) work.
+
+  ``rows[j] = rows2[rows1[j]]`` and ``diag[j] = diag2[rows1[j]] * diag1[j]``.
+
+  Args:
+    first: ``PD(rows1, diag1)``, each ``[..., N]``: the transition applied first.
+    second: ``PD(rows2, diag2)``, each ``[..., N]``: the transition applied after it.
+      Leading dims broadcast.
+  Returns:
+    ``PD(rows, diag)``, each ``[..., N]``.
+  """
+  (r1, d1), (r2, d2) = first, second
+  shape = jnp.broadcast_shapes(*(jnp.shape(x) for x in (r1, d1, r2, d2)))
+  r1 = jnp.broadcast_to(r1, shape)
+  take = lambda x: jnp.take_along_axis(jnp.broadcast_to(x, shape), r1, axis=-1)
+  return PD(take(r2), take(d2) * d1)
+
+
+def pd_to_dense(rows: jax.Array, diag: jax.Array) -> jax.Array:
+  """The dense matrices ``P D``: ``out[..., i, j] = diag[..., j] if rows[..., j] == i``.
+
+  Args:
+    rows: int ``[..., N]``.
+    diag: ``[..., N]``.
+  Returns:
+    ``[..., N, N]`` in the dtype of ``diag``.
+  """
+  diag = jnp.asarray(diag)
+  n = diag.shape[-1]
+  return jax.nn.one_hot(rows, n, axis=-2, dtype=diag.dtype) * diag[..., None, :]
+
+
+def _check_pd(A: PD, b_shape: tuple, indexed: bool) -> PD:
+  """Validates PD transitions against ``b`` ``[..., L, N]``; rows as int32."""
+  L, N = b_shape[-2:]
+  rows, diag = jnp.asarray(A.rows), jnp.asarray(A.diag)
+  if not jnp.issubdtype(rows.dtype, jnp.integer):
+    raise ValueError(f"PD.rows must be integer row indices, got dtype {rows.dtype}.")
+  if rows.shape != diag.shape:
+    raise ValueError(f"PD.rows and PD.diag must have the same shape, got {rows.shape} and "
+                     f"{diag.shape}.")
+  if indexed and (rows.ndim != 2 or rows.shape[-1] != N):
+    raise ValueError(f"With index, PD rows and diag must be a table [V, {N}] to match b "
+                     f"{b_shape}, got {rows.shape}.")
+  if not indexed and (rows.ndim < 2 or rows.shape[-2:] != (L, N)):
+    raise ValueError(f"PD rows and diag must be [..., {L}, {N}] to match b {b_shape}, got "
+                     f"{rows.shape}.")
+  if not is_traced(rows) and rows.size:
+    r = np.asarray(rows)
+    if r.min() < 0 or r.max() >= N:
+      raise ValueError(f"PD.rows must lie in [0, {N}), got values in [{r.min()}, {r.max()}].")
+  return PD(rows.astype(jnp.int32), diag)
+
+
+# ------------------------------------------------------------------------- the backends
+
+# Structures: "dense" ([..., N, N] per step), "diagonal" ([..., N]) and "pd" (PD of
+# [..., N] each). _STRUCT_DIMS: trailing dims of one step's transition (per PD leaf).
+_STRUCT_DIMS = {"dense": 2, "diagonal": 1, "pd": 1}
+Transition = Union[jax.Array, PD]
+_tmap = jax.tree_util.tree_map
+
+
+def _apply(a: Transition, h: jax.Array, kind: str) -> jax.Array:
+  """a: [..., N, N] (dense), [..., N] (diagonal) or PD of [..., N]; h: [..., N] -> [..., N]."""
+  if kind == "dense":
     return jnp.einsum("...ij,...j->...i", a, h, precision=_HIGHEST)
+  if kind == "pd":
+    return pd_apply(a.rows, a.diag, h)
   return a * h
 
 
-def _combine(dense: bool):
+def _combine(kind: str):
   """The associative operator on (A, b) pairs; ``first`` precedes ``second`` in time."""
 
   def combine(first, second):
     a1, b1 = first
     a2, b2 = second
-    if dense:
-      return jnp.matmul(a2, a1, precision=_HIGHEST), _apply(a2, b1, True) + b2
-    return a2 * a1, a2 * b1 + b2
+    if kind == "dense":
+      a = jnp.matmul(a2, a1, precision=_HIGHEST)
+    elif kind == "pd":
+      a = pd_compose(a1, a2)
+    else:
+      a = a2 * a1
+    return a, _apply(a2, b1, kind) + b2
 
   return combine
 
 
-def _associative(a: jax.Array, b: jax.Array, dense: bool, axis: int = 0):
+def _associative(a: Transition, b: jax.Array, kind: str, axis: int = 0):
   """Prefix compositions along ``axis``.
 
   Args:
-    a: [L, ..., N, N] or [L, ..., N] (time on ``axis``).
+    a: [L, ..., N, N], [L, ..., N] or PD of [L, ..., N] (time on ``axis``).
     b: [L, ..., N].
   Returns:
     (prefix transition products, states), shaped like (a, b).
   """
-  return jax.lax.associative_scan(_combine(dense), (a, b), axis=axis)
+  return jax.lax.associative_scan(_combine(kind), (a, b), axis=axis)
 
 
-def _gather_table_step(table: jax.Array, idx: jax.Array, h: jax.Array, dense: bool):
+def _take(table: Transition, idx: jax.Array) -> Transition:
+  """Per-symbol transitions ``table[idx]`` (each PD leaf gathered alike)."""
+  return _tmap(lambda x: x[idx], table)
+
+
+def _gather_table_step(table: Transition, idx: jax.Array, h: jax.Array, kind: str):
   """One indexed step without materialising the per-sequence matrices.
 
   Args:
-    table: [V, N, N] (dense) or [V, N] (diagonal).
+    table: [V, N, N] (dense), [V, N] (diagonal) or PD of [V, N].
     idx: int [...], the symbol of each sequence at this step.
     h: [..., N].
   Returns:
     table[idx] applied to h, [..., N].
   """
-  if not dense:
-    return table[idx] * h
+  if kind != "dense":
+    return _apply(_take(table, idx), h, kind)
   # One GEMM for all symbols ([..., V, N]), then select: far cheaper than gathering
   # a [..., N, N] matrix per sequence when V is small, as it is for automata.
   all_symbols = jnp.einsum("vij,...j->...vi", table, h, precision=_HIGHEST)
@@ -134,7 +261,7 @@ def _gather_table_step(table: jax.Array, idx: jax.Array, h: jax.Array, dense: bo
 
 
 def linear_recurrence(
-    A: jax.Array,
+    A: Transition,
     b: jax.Array,
     h0: Optional[jax.Array] = None,
     *,
@@ -146,9 +273,10 @@ def linear_recurrence(
   """Computes ``h_t = A_t h_{t-1} + b_t`` for every ``t = 1..L``.
 
   Args:
-    A: transitions. Without ``index``: dense ``[..., L, N, N]`` or diagonal
-      ``[..., L, N]``. With ``index``: a per-symbol table, dense ``[V, N, N]`` or
-      diagonal ``[V, N]``. Real or complex. Leading dims broadcast against ``b``.
+    A: transitions. Without ``index``: dense ``[..., L, N, N]``, diagonal ``[..., L, N]``
+      or ``PD(rows, diag)`` with rows and diag ``[..., L, N]``. With ``index``: a
+      per-symbol table, dense ``[V, N, N]``, diagonal ``[V, N]`` or ``PD`` of ``[V, N]``.
+      Real or complex. Leading dims broadcast against ``b``.
     b: inputs ``[..., L, N]``.
     h0: initial state ``[..., N]``; zeros when ``None``.
     method: one of ``METHODS``: ``"sequential"``, ``"associative"``, ``"chunked"``.
@@ -172,34 +300,43 @@ def linear_recurrence(
   if chunk_size < 1:
     raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
   b = jnp.asarray(b)
-  A = jnp.asarray(A)
   if b.ndim < 2:
     raise ValueError(f"b must have shape [..., L, N], got {b.shape}.")
   L, N = b.shape[-2:]
-
   if index is not None:
     index = jnp.asarray(index)
-    if A.ndim not in (2, 3) or A.shape[-1] != N or (A.ndim == 3 and A.shape[-2] != N):
-      raise ValueError(
-          f"With index, A must be a table [V, {N}, {N}] or [V, {N}], got {A.shape}.")
-    dense = A.ndim == 3
-    batch = jnp.broadcast_shapes(index.shape[:-1], b.shape[:-2])
-    if index.shape[-1] != L:
-      raise ValueError(f"index has length {index.shape[-1]}, b has length {L}.")
-  else:
-    fits_dense = A.ndim >= 3 and A.shape[-3:] == (L, N, N)
-    fits_diagonal = A.ndim >= 2 and A.shape[-2:] == (L, N)
-    # Only when L == N can both fit; then equal batch ranks decide.
-    dense = fits_dense and (not fits_diagonal or A.ndim == b.ndim + 1)
-    if not (fits_dense or fits_diagonal):
-      raise ValueError(
-          f"A must be dense [..., {L}, {N}, {N}] or diagonal [..., {L}, {N}] to match "
-          f"b {b.shape}, got {A.shape}.")
-    batch = jnp.broadcast_shapes(A.shape[: A.ndim - (3 if dense else 2)], b.shape[:-2])
+    if index.shape[-1:] != (L,):
+      raise ValueError(f"index has length {index.shape[-1:]}, b has length {L}.")
 
-  dtypes = [A.dtype, b.dtype] + ([jnp.asarray(h0).dtype] if h0 is not None else [])
+  if isinstance(A, PD):
+    kind = "pd"
+    A = _check_pd(A, b.shape, index is not None)
+    lead = A.rows.shape[:-2]
+  else:
+    A = jnp.asarray(A)
+    if index is not None:
+      if A.ndim not in (2, 3) or A.shape[-1] != N or (A.ndim == 3 and A.shape[-2] != N):
+        raise ValueError(
+            f"With index, A must be a table [V, {N}, {N}] or [V, {N}] (or PD), got "
+            f"{A.shape}.")
+      kind = "dense" if A.ndim == 3 else "diagonal"
+    else:
+      fits_dense = A.ndim >= 3 and A.shape[-3:] == (L, N, N)
+      fits_diagonal = A.ndim >= 2 and A.shape[-2:] == (L, N)
+      if not (fits_dense or fits_diagonal):
+        raise ValueError(
+            f"A must be dense [..., {L}, {N}, {N}], diagonal [..., {L}, {N}] or PD of "
+            f"[..., {L}, {N}] to match b {b.shape}, got {A.shape}.")
+      # Only when L == N can both fit; then equal batch ranks decide.
+      dense = fits_dense and (not fits_diagonal or A.ndim == b.ndim + 1)
+      kind = "dense" if dense else "diagonal"
+      lead = A.shape[: A.ndim - 1 - _STRUCT_DIMS[kind]]
+  batch = jnp.broadcast_shapes(index.shape[:-1] if index is not None else lead, b.shape[:-2])
+
+  values = A.diag if kind == "pd" else A
+  dtypes = [values.dtype, b.dtype] + ([jnp.asarray(h0).dtype] if h0 is not None else [])
   dtype = jnp.result_type(jnp.float32, *dtypes)
-  A = A.astype(dtype)
+  A = PD(A.rows, A.diag.astype(dtype)) if kind == "pd" else A.astype(dtype)
   b = jnp.broadcast_to(b.astype(dtype), batch + (L, N))
   h0 = (jnp.zeros(batch + (N,), dtype) if h0 is None
         else jnp.broadcast_to(jnp.asarray(h0).astype(dtype), batch + (N,)))
@@ -209,18 +346,19 @@ def linear_recurrence(
   if index is not None:
     idx_t = jnp.moveaxis(jnp.broadcast_to(index, batch + (L,)), -1, 0)
   else:
-    A = jnp.broadcast_to(A, batch + A.shape[A.ndim - (3 if dense else 2):])
-    a_t = jnp.moveaxis(A, -3 if dense else -2, 0)
+    time = -1 - _STRUCT_DIMS[kind]  # the time axis of A (of each PD leaf)
+    a_t = _tmap(lambda x: jnp.moveaxis(jnp.broadcast_to(x, batch + x.shape[time:]), time, 0),
+                A)
 
   if method == "sequential" and rescale:
     def step(carry, xs):
       h, k = carry
       if index is not None:
         i, bt = xs
-        h = _gather_table_step(A, i, h, dense)
+        h = _gather_table_step(A, i, h, kind)
       else:
         at, bt = xs
-        h = _apply(at, h, dense)
+        h = _apply(at, h, kind)
       h, k = renormalize(h + ldexp(bt, -k), k)
       return (h, k), (h, k)
     xs = (idx_t if index is not None else a_t, b_t)
@@ -231,39 +369,40 @@ def linear_recurrence(
     if index is not None:
       def step(h, xs):
         i, bt = xs
-        h = _gather_table_step(A, i, h, dense) + bt
+        h = _gather_table_step(A, i, h, kind) + bt
         return h, h
       _, hs = jax.lax.scan(step, h0, (idx_t, b_t))
     else:
       def step(h, xs):
         at, bt = xs
-        h = _apply(at, h, dense) + bt
+        h = _apply(at, h, kind) + bt
         return h, h
       _, hs = jax.lax.scan(step, h0, (a_t, b_t))
 
   elif method == "associative":
     if index is not None:
-      a_t = A[idx_t]
+      a_t = _take(A, idx_t)
     # Fold the initial state into the first input: b_1 <- A_1 h0 + b_1.
-    b_t = b_t.at[0].add(_apply(a_t[0], h0, dense))
-    _, hs = _associative(a_t, b_t, dense)
+    b_t = b_t.at[0].add(_apply(_tmap(lambda x: x[0], a_t), h0, kind))
+    _, hs = _associative(a_t, b_t, kind)
 
   else:  # chunked
     chunk_size = min(chunk_size, L)  # no padded work when one chunk covers everything
     num_chunks = -(-L // chunk_size)
     pad = num_chunks * chunk_size - L
-    # Padding goes at the end and its outputs are dropped, so its values are moot.
+    # Padding goes at the end and its outputs are dropped, so its values are moot (zero
+    # PD rows are valid rows).
     def chunks(x):
       x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
       return x.reshape((num_chunks, chunk_size) + x.shape[1:])
-    xs = (chunks(idx_t) if index is not None else chunks(a_t), chunks(b_t))
+    xs = (chunks(idx_t) if index is not None else _tmap(chunks, a_t), chunks(b_t))
 
     def chunk_step(h, xs):
       ac, bc = xs
       if index is not None:
-        ac = A[ac]
-      prods, hl = _associative(ac, bc, dense)
-      hc = _apply(prods, h[None], dense) + hl
+        ac = _take(A, ac)
+      prods, hl = _associative(ac, bc, kind)
+      hc = _apply(prods, h[None], kind) + hl
       return hc[-1], hc
 
     _, hs = jax.lax.scan(chunk_step, h0, xs)

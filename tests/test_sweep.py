@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -200,3 +201,26 @@ def test_failing_runs_are_reported_and_do_not_stop_others(tmp_path):
   assert [row["status"] for row in table.values()] == ["failed", "failed"]
   for name in table:
     assert "p_norm" in open(tmp_path / name / "log.txt").read()
+
+
+def test_pivot_aggregates_over_seeds():
+  def row(model, task, seed, ood_mean, ood_min, in_dist, status="ok", hparams=""):
+    return {"run": f"{task}-{model}-seed{seed}", "task": task, "model": model, "seed": seed,
+            "hparams": hparams, "ood_mean": ood_mean, "ood_min": ood_min, "in_dist": in_dist,
+            "status": status}
+  rows = [row("sdssm", "a5", 0, 0.9, 0.5, 1.0), row("sdssm", "a5", 1, 0.7, 0.2, 0.8),
+          row("sdssm", "a5", 2, None, None, None, status="missing"),
+          row("sdssm", "d30", 0, 0.1, 0.0, 0.4),
+          row("diag_complex", "a5", 0, 0.02, 0.0, 0.5, status="failed")]
+  table = sweeps.pivot(rows)
+  assert set(table) == {("sdssm", "a5"), ("sdssm", "d30")}
+  cell = table[("sdssm", "a5")]
+  assert cell["seeds"] == 2 and cell["ood_min"] == 0.2
+  assert math.isclose(cell["ood_mean"], 0.8) and math.isclose(cell["in_dist"], 0.9)
+  md = sweeps.pivot_markdown(rows).splitlines()
+  assert md[0] == "| model | a5 | d30 |"
+  assert md[2] == "| sdssm | 0.800 / 0.200 (0.900) [2] | 0.100 / 0.000 (0.400) [1] |"
+  # Rows of one model with different hparams stay apart, labelled by what differs.
+  rows = [row("sdssm", "a5", 0, 0.9, 0.5, 1.0, hparams="wd=0 lr=0.001"),
+          row("sdssm", "a5", 0, 0.5, 0.1, 1.0, hparams="wd=0.01 lr=0.001")]
+  assert set(sweeps.pivot(rows)) == {("sdssm (wd=0)", "a5"), ("sdssm (wd=0.01)", "a5")}

@@ -14,11 +14,12 @@ import flax.linen as nn
 import ml_collections
 
 from sdssm_jax.models.diagonal import ComplexDiagonalSSM, LTIComplexSSM, RealDiagonalSSM
+from sdssm_jax.models.pdssm import PDSSM
 from sdssm_jax.models.recurrent import LSTM, ElmanRNN
 from sdssm_jax.models.sdssm import SDSSM, column_normalize, select_transitions
 
-__all__ = ["SDSSM", "ComplexDiagonalSSM", "RealDiagonalSSM", "LTIComplexSSM", "ElmanRNN",
-           "LSTM", "build", "column_normalize", "default_config", "names", "register",
+__all__ = ["SDSSM", "ComplexDiagonalSSM", "RealDiagonalSSM", "LTIComplexSSM", "PDSSM",
+           "ElmanRNN", "LSTM", "build", "column_normalize", "default_config", "names", "register",
            "select_transitions", "validate_config", "DIAGONAL", "RECURRENT"]
 
 # name -> (constructor(vocab_size, num_classes, **fields), default fields)
@@ -106,6 +107,9 @@ register("diag_real_pm1", RealDiagonalSSM, dict(state_size=64, transition="pm1",
 # Input-independent (LTI) complex diagonal SSM, S4D-like.
 register("lti_complex", LTIComplexSSM, dict(state_size=64, readout_kind="linear",
                                             readout_hidden=64, scan=None, chunk_size=64))
+# PD-SSM (pdssm.py): column one-hot x complex diagonal transitions, straight-through P.
+register("pdssm", PDSSM, dict(state_size=64, num_matrices=8, readout_kind="linear",
+                              readout_hidden=64, scan=None, chunk_size=64))
 # Nonlinear recurrent baselines (recurrent.py), jax.lax.scan over time.
 register("rnn_tanh", ElmanRNN, dict(state_size=64, activation="tanh", readout_kind="linear",
                                     readout_hidden=64))
