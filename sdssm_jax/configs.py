@@ -29,7 +29,7 @@ OFFICIAL = {
 # Tasks without an official run (c2xc30, d30, other N) borrow their family's settings.
 _FAMILY_DEFAULT = {"c2xc": "c2xc4", "d": "d4"}
 
-SCHEDULES = ("constant", "cosine", "warmup_cosine")
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "piecewise")
 EVAL_MODES = ("prefix", "per_length")
 BEST_METRICS = ("id_acc", "val_ood_acc")
 
@@ -85,6 +85,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optimizer.schedule = "constant"        # one of SCHEDULES
   c.optimizer.warmup_steps = 0             # linear warm-up steps (warmup_cosine)
   c.optimizer.end_lr_factor = 0.0          # final lr / peak lr for cosine schedules
+  c.optimizer.boundaries = ()              # "piecewise": after these many steps the lr ...
+  c.optimizer.scales = ()                  # ... is multiplied by these factors (cumulative)
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 1_000_000        # optimisation steps
@@ -145,6 +147,17 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if "scan" in c.model_config and c.model_config.scan is not None:
     _choice(c.model_config.scan, METHODS, "model_config.scan")
   _choice(c.optimizer.schedule, SCHEDULES, "optimizer.schedule")
+  if c.optimizer.schedule == "piecewise":
+    bounds, scales = tuple(c.optimizer.boundaries), tuple(c.optimizer.scales)
+    if not bounds or len(bounds) != len(scales):
+      raise ValueError("optimizer.schedule='piecewise' needs optimizer.boundaries and "
+                       "optimizer.scales of the same length >= 1, got "
+                       f"{bounds!r} and {scales!r}.")
+    if any(not isinstance(b, int) or b < 1 for b in bounds) or list(bounds) != sorted(
+        set(bounds)):
+      raise ValueError(f"optimizer.boundaries must be increasing integers >= 1, got {bounds!r}.")
+    if any(not isinstance(f, (int, float)) or not f > 0 for f in scales):
+      raise ValueError(f"optimizer.scales must be numbers > 0, got {scales!r}.")
   _choice(c.eval.mode, EVAL_MODES, "eval.mode")
   _choice(c.eval.checkpoint, ("best", "last"), "eval.checkpoint")
   _choice(c.eval.best_metric, BEST_METRICS, "eval.best_metric")

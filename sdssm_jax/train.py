@@ -42,6 +42,12 @@ def make_optimizer(opt: ml_collections.ConfigDict, steps: int):
   """
   if opt.schedule == "constant":
     schedule = optax.constant_schedule(opt.lr)
+  elif opt.schedule == "piecewise":
+    # Step k (1-based) runs with optimizer count k - 1, and optax scales once count >= b:
+    # steps b + 1, b + 2, ... get the new lr. Resuming a constant-lr run after step b with
+    # the new lr is therefore the same optimisation as this schedule.
+    schedule = optax.piecewise_constant_schedule(
+        opt.lr, {int(b): float(f) for b, f in zip(opt.boundaries, opt.scales)})
   elif opt.schedule == "cosine":
     schedule = optax.cosine_decay_schedule(opt.lr, steps, alpha=opt.end_lr_factor)
   else:
@@ -269,7 +275,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
         now = time.time()
         scalars = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
         scalars["steps_per_sec"] = (step - s_window) / max(now - t_window, 1e-9)
-        scalars["lr"] = float(schedule(step))
+        scalars["lr"] = float(schedule(step - 1))  # the lr of this step (optax count = step - 1)
         logger.write(step, scalars)
         bar.set_postfix(loss=f"{scalars['loss']:.4f}", acc=f"{scalars['accuracy']:.3f}")
         t_window, s_window = now, step

@@ -114,6 +114,34 @@ def test_invalid_config_fails_before_writing(tmp_path, arg, field, value, match)
   assert not (tmp_path / "run").exists()
 
 
+def test_piecewise_schedule_changes_lr_after_the_boundaries():
+  c = configs.get_smoke_config("task=parity")
+  c.optimizer.lr, c.optimizer.schedule = 1e-2, "piecewise"
+  c.optimizer.boundaries, c.optimizer.scales = (2, 4), (0.5, 0.1)
+  configs.validate(c)
+  opt, schedule = train.make_optimizer(c.optimizer, 6)
+  # A constant gradient 1: Adam's step is lr * 1 / (1 + eps), so each step's size is its lr.
+  x = jnp.zeros(())
+  state = opt.init(x)
+  sizes = []
+  for _ in range(6):
+    update, state = opt.update(jnp.ones(()), state, x)
+    x = x + update
+    sizes.append(-float(update))
+  np.testing.assert_allclose(sizes, [1e-2, 1e-2, 5e-3, 5e-3, 5e-4, 5e-4], rtol=1e-4)
+
+
+@pytest.mark.parametrize("boundaries,scales,match", [
+    ((), (), "same length >= 1"), ((10, 5), (0.5, 0.5), "increasing"),
+    ((10,), (0.5, 0.1), "same length"), ((10,), (0.0,), "> 0")])
+def test_piecewise_schedule_validation(boundaries, scales, match):
+  c = configs.get_smoke_config("task=parity")
+  c.optimizer.schedule = "piecewise"
+  c.optimizer.boundaries, c.optimizer.scales = boundaries, scales
+  with pytest.raises(ValueError, match=match):
+    configs.validate(c)
+
+
 def test_invalid_config_arguments_list_choices():
   with pytest.raises(ValueError, match="parity, even_pairs.*a5, .*c2xc<N>, d<N>"):
     configs.get_config("task=parityy")
