@@ -127,7 +127,7 @@ def pd_apply(rows: jax.Array, diag: jax.Array, h: jax.Array) -> jax.Array:
   shape = jnp.broadcast_shapes(jnp.shape(rows), v.shape)
   n, m = shape[-1], math.prod(shape[:-1])
   # One segment_sum over the flattened batch: sequence r's row i is segment r * N + i
-  # (measured faster on CPU than a vmapped .at[rows].add, same on the gradient).
+  # (on CPU slightly faster than a vmapped .at[rows].add, forward and gradient).
   ids = (jnp.broadcast_to(rows, shape).reshape(m, n).astype(jnp.int32)
          + n * jnp.arange(m, dtype=jnp.int32)[:, None])
   out = jax.ops.segment_sum(jnp.broadcast_to(v, shape).reshape(m * n), ids.reshape(m * n),
@@ -306,7 +306,7 @@ def linear_recurrence(
   if index is not None:
     index = jnp.asarray(index)
     if index.shape[-1:] != (L,):
-      raise ValueError(f"index has length {index.shape[-1:]}, b has length {L}.")
+      raise ValueError(f"index must be int [..., {L}] to match b {b.shape}, got {index.shape}.")
 
   if isinstance(A, PD):
     kind = "pd"

@@ -236,10 +236,12 @@ def test_sweeps_cover_every_variant_task_and_seed():
   assert [dict(r.overrides)["seed"] for r in runs[:65]] == [0] * 65  # seed-major
   for run in runs:
     fields = dict(run.overrides)
-    assert fields["train.steps"] == 500 and fields["optimizer.lr"] == 1e-3
+    assert fields["train.steps"] == 2000 and fields["optimizer.lr"] == 1e-3
     assert fields["query_token"] is True
+    assert set(sweeps.SHORT_BUDGET) <= set(run.overrides)
   ablation = sweeps.get("readout_ablation")
-  assert len(ablation) == 2 * 2 * 3
+  assert len(ablation) == 2 * 2 * 1
+  assert all(set(sweeps.READOUT_BUDGET) <= set(r.overrides) for r in ablation)
   assert {r.model for r in ablation} == {"sdssm", "sdssm_mlp"}
   assert {r.task for r in ablation} == {"modular_arithmetic"}
   assert {dict(r.overrides)["optimizer.weight_decay"] for r in ablation} == {0.0, 0.01}
