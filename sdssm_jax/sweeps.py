@@ -208,13 +208,15 @@ def _readout_ablation() -> List[Run]:
                                     **{"optimizer.weight_decay": [0.0, 0.01]}), READOUT_BUDGET)
 
 
-# The key contrast at a longer budget: dense SD-SSM vs the complex diagonal SSM.
-LONG_BUDGET = (("train.steps", 4000), ("optimizer.lr", 1e-3), ("query_token", True))
+# The key contrast at a longer budget: dense SD-SSM vs the complex diagonal SSM on the
+# 60-state groups and a5 (at 2,000 steps neither fits d30 or c2xc30 in-distribution).
+LONG_BUDGET = (("train.steps", 10000), ("optimizer.lr", 1e-3), ("query_token", True),
+               ("train.eval_every", 500))
 
 
 def _diagonal_vs_dense_long() -> List[Run]:
-  return with_overrides(grid(["parity", "c2xc30", "d30", "a5"], ["sdssm", "diag_complex"],
-                             seeds=[0]), LONG_BUDGET)
+  return with_overrides(grid(["c2xc30", "d30", "a5"], ["sdssm", "diag_complex"], seeds=[0]),
+                        LONG_BUDGET)
 
 
 register("diagonal_vs_dense", _diagonal_vs_dense)
