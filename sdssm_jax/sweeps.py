@@ -204,7 +204,7 @@ def _diagonal_vs_dense() -> List[Run]:
 
 
 def _readout_ablation() -> List[Run]:
-  return with_overrides(_seed_major([0], ["modular_arithmetic"], ["sdssm", "sdssm_mlp"],
+  return with_overrides(_seed_major([0, 1], ["modular_arithmetic"], ["sdssm", "sdssm_mlp"],
                                     **{"optimizer.weight_decay": [0.0, 0.01]}), READOUT_BUDGET)
 
 

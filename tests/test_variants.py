@@ -240,7 +240,7 @@ def test_sweeps_cover_every_variant_task_and_seed():
     assert fields["query_token"] is True
     assert set(sweeps.SHORT_BUDGET) <= set(run.overrides)
   ablation = sweeps.get("readout_ablation")
-  assert len(ablation) == 2 * 2 * 1
+  assert len(ablation) == 2 * 2 * 2
   assert all(set(sweeps.READOUT_BUDGET) <= set(r.overrides) for r in ablation)
   assert {r.model for r in ablation} == {"sdssm", "sdssm_mlp"}
   assert {r.task for r in ablation} == {"modular_arithmetic"}
