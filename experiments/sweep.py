@@ -16,14 +16,15 @@ others; the sweep exits non-zero at the end if any failed. ``summary.md`` and
 import importlib.util
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
-from typing import Any, List, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 from absl import app, flags
 
-from sdssm_jax import sweeps
+from sdssm_jax import runs, sweeps
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -135,99 +136,173 @@ def _print(*args):
   print(*args, flush=True)
 
 
-def launch(jobs: Sequence[Tuple[sweeps.Run, List[str], str, list]], parallel: int) -> List[str]:
+def _status_of_exit(code: int) -> Tuple[str, str]:
+  """``(marker file, reason)`` of a run that exited with ``code``."""
+  if code == runs.EXIT_CONFLICT:
+    return sweeps.CONFLICT_MARKER, ("conflict: its workdir holds a run with a different "
+                                    "config (nothing was changed)")
+  if code == runs.EXIT_BUSY:
+    return sweeps.FAILED_MARKER, "its workdir is in use by another process"
+  if code == runs.EXIT_CONFIG:
+    return sweeps.FAILED_MARKER, "invalid config"
+  if code == runs.EXIT_CHECKPOINT:
+    return sweeps.FAILED_MARKER, "no intact checkpoint"
+  if code:
+    return sweeps.FAILED_MARKER, f"exit code {code}"
+  return sweeps.FAILED_MARKER, "exited 0 but results.json is missing or incomplete"
+
+
+def launch(jobs: Sequence[Tuple[sweeps.Run, List[str], str, list]], parallel: int,
+           stop_timeout: float = 300.0) -> Tuple[List[str], Optional[int]]:
   """Runs ``(run, cmd, workdir, expected)`` jobs, at most ``parallel`` at a time.
 
+  Each run is its own process group, so a Ctrl-C in the terminal reaches the launcher
+  only. On SIGTERM or SIGINT the launcher starts nothing more, forwards the signal to
+  every running run (which saves a checkpoint and exits), waits for them (SIGKILL after
+  ``stop_timeout`` seconds) and returns.
+
   Returns:
-    The names of the runs that failed (non-zero exit, or no complete results).
+    ``(failed run names, signal number that stopped the sweep or None)``. A run counts as
+    failed on a non-zero exit (a conflict included) or incomplete results; runs stopped by
+    the signal do not count as failed.
   """
   env = dict(os.environ)
   env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_ROOT, env.get("PYTHONPATH")]))
   pending, running, failed = list(jobs), {}, []
   total, started = len(jobs), 0
-  try:
-    while pending or running:
-      while pending and len(running) < parallel:
-        run, cmd, workdir, expected = pending.pop(0)
-        os.makedirs(workdir, exist_ok=True)
-        _remove(os.path.join(workdir, sweeps.FAILED_MARKER))
-        log = open(os.path.join(workdir, "log.txt"), "a")
-        log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n")
-        log.flush()
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        started += 1
-        running[proc] = (run, workdir, expected, log, time.time())
-        _print(f"[{started}/{total}] start {run.name}")
-      time.sleep(0.1)
-      for proc in [p for p in running if p.poll() is not None]:
-        run, workdir, expected, log, t0 = running.pop(proc)
-        log.close()
-        elapsed = time.time() - t0
-        log_path = os.path.join(workdir, "log.txt")
-        if proc.returncode == 0 and sweeps.is_finished(workdir, expected):
-          _print(f"done {run.name} ({elapsed:.1f} s)")
-          continue
-        failed.append(run.name)
-        reason = (f"exit code {proc.returncode}" if proc.returncode else
-                  "exited 0 but results.json is missing or incomplete")
-        with open(os.path.join(workdir, sweeps.FAILED_MARKER), "w") as f:
-          f.write(f"{reason}\n")
-        tail = _log_tail(log_path)
-        _print(f"FAILED {run.name} ({reason}, {elapsed:.1f} s); log: {log_path}\n"
-               + "".join(f"  | {line}" for line in tail.splitlines(keepends=True)))
-  finally:
-    for proc, (_, _, _, log, _) in running.items():  # interrupted: stop what is running
-      proc.terminate()
+  signalled = set()
+  with runs.SignalCatcher("stopping the sweep: forwarding it to the running runs, which "
+                          "save a checkpoint") as signals:
+    try:
+      while (pending and signals.received is None) or running:
+        while pending and len(running) < parallel and signals.received is None:
+          run, cmd, workdir, expected = pending.pop(0)
+          os.makedirs(workdir, exist_ok=True)
+          for marker in (sweeps.FAILED_MARKER, sweeps.CONFLICT_MARKER):
+            _remove(os.path.join(workdir, marker))
+          log = open(os.path.join(workdir, "log.txt"), "a")
+          log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n")
+          log.flush()
+          proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  start_new_session=True)
+          started += 1
+          running[proc] = (run, workdir, expected, log, time.time())
+          _print(f"[{started}/{total}] start {run.name} (pid {proc.pid})")
+        if signals.received is not None and running:
+          _stop(running, signals.received, stop_timeout, signalled)
+        time.sleep(0.1)
+        for proc in [p for p in running if p.poll() is not None]:
+          run, workdir, expected, log, t0 = running.pop(proc)
+          log.close()
+          elapsed = time.time() - t0
+          log_path = os.path.join(workdir, "log.txt")
+          if proc.returncode == 0 and sweeps.is_finished(workdir, expected):
+            _print(f"done {run.name} ({elapsed:.1f} s)")
+            continue
+          if signals.received is not None and proc.returncode in (
+              128 + signals.received, -signals.received):
+            _print(f"stopped {run.name} ({elapsed:.1f} s): checkpoint saved, rerun the "
+                   "sweep to resume")
+            continue
+          failed.append(run.name)
+          marker, reason = _status_of_exit(proc.returncode)
+          with open(os.path.join(workdir, marker), "w") as f:
+            f.write(f"{reason}\n")
+          tail = _log_tail(log_path)
+          _print(f"{'CONFLICT' if marker == sweeps.CONFLICT_MARKER else 'FAILED'} {run.name} "
+                 f"({reason}, {elapsed:.1f} s); log: {log_path}\n"
+                 + "".join(f"  | {line}" for line in tail.splitlines(keepends=True)))
+    finally:
+      if running:  # an exception in the launcher itself: stop what is running
+        _stop(running, signal.SIGTERM, stop_timeout, signalled)
+        for _, _, _, log, _ in running.values():
+          log.close()
+  return failed, signals.received
+
+
+def _stop(running: dict, signum: int, timeout: float, signalled: set) -> None:
+  """Sends ``signum`` once to each running run (``signalled`` holds those already sent
+  one: a second signal would make a run stop without its checkpoint), then waits for all
+  of them (SIGKILL past ``timeout`` seconds)."""
+  for proc in running:
+    if proc not in signalled and proc.poll() is None:
+      signalled.add(proc)
+      _print(f"forwarding {signal.Signals(signum).name} to pid {proc.pid}")
+      proc.send_signal(signum)
+  deadline = time.time() + timeout
+  for proc in running:
+    try:
+      proc.wait(timeout=max(0.0, deadline - time.time()))
+    except subprocess.TimeoutExpired:
+      _print(f"pid {proc.pid} did not stop within {timeout:.0f} s: killing it")
+      proc.kill()
       proc.wait()
-      log.close()
-  return failed
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   try:
-    runs = sweeps.get(_SWEEP.value)
+    runs_ = sweeps.get(_SWEEP.value)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   root = os.path.abspath(_ROOT.value)
+  if _SUMMARIZE_ONLY.value or _DRY_RUN.value:  # they write no run: no lock needed
+    return _sweep(runs_, root)
+  os.makedirs(root, exist_ok=True)
+  try:  # one launcher per sweep root (each run also locks its own workdir)
+    root_lock = runs.WorkdirLock(root, what="sweep root").acquire()
+  except runs.WorkdirBusyError as e:
+    _print(f"error: {e}")
+    return runs.EXIT_BUSY
+  try:
+    return _sweep(runs_, root)
+  finally:
+    root_lock.release()
 
-  failed = []
+
+def _sweep(runs_: List[sweeps.Run], root: str) -> int:
+  """Launches (unless --summarize_only) and summarises; returns the exit code."""
+  failed, stopped_by = [], None
   if not _SUMMARIZE_ONLY.value:
     config_path = resolve_config(_CONFIG.value)
     sets = parse_sets(_SET.value)
     get_config = load_config_fn(config_path)
     jobs = []
-    for run in runs:
+    for run in runs_:
       workdir = os.path.join(root, run.name)
       expected = expected_fields(run, get_config, merged_overrides(run, sets))
       if sweeps.is_finished(workdir, expected):
         _print(f"skip {run.name} (finished)")
         if not _DRY_RUN.value:  # its results match this request: an earlier failure is moot
-          _remove(os.path.join(workdir, sweeps.FAILED_MARKER))
+          for marker in (sweeps.FAILED_MARKER, sweeps.CONFLICT_MARKER):
+            _remove(os.path.join(workdir, marker))
         continue
       if sweeps.read_results(workdir) is not None:
-        _print(f"rerun {run.name}: its results.json does not match the requested config "
-               "(training resumes from its last checkpoint)")
+        _print(f"rerun {run.name}: its results.json does not match the requested config (a "
+               "longer train.steps resumes it; any other difference is refused as a conflict)")
       jobs.append((run, command(run, config_path, workdir, sets), workdir, expected))
     if _DRY_RUN.value:
       for _, cmd, _, _ in jobs:
         _print(shlex.join(cmd))
       return 0
     if jobs:
-      _print(f"running {len(jobs)} of {len(runs)} runs of sweep {_SWEEP.value!r} in {root}, "
+      _print(f"running {len(jobs)} of {len(runs_)} runs of sweep {_SWEEP.value!r} in {root}, "
              f"{_PARALLEL.value} at a time")
-      failed = launch(jobs, _PARALLEL.value)
+      failed, stopped_by = launch(jobs, _PARALLEL.value)
 
-  rows = sweeps.summarize(root, runs)
+  rows = sweeps.summarize(root, runs_)
   _, md_path = sweeps.write_summary(root, rows)
   _print(sweeps.to_markdown(rows))
   _print(f"summary: {md_path} (and summary.csv)")
   if failed:
-    _print(f"{len(failed)} run(s) failed: {', '.join(failed)}")
-    return 1
-  return 0
+    _print(f"{len(failed)} run(s) failed or conflicted: {', '.join(failed)}")
+  if stopped_by is not None:
+    _print(f"sweep stopped by {signal.Signals(stopped_by).name}; rerun the same command to "
+           "resume")
+    return 128 + stopped_by
+  return 1 if failed else 0
 
 
 if __name__ == "__main__":

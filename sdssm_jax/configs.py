@@ -14,7 +14,7 @@ import ml_collections
 from sdssm_jax import models, tasks
 from sdssm_jax.scan import METHODS
 
-__all__ = ["OFFICIAL", "get_config", "get_smoke_config", "parse_arg", "validate"]
+__all__ = ["OFFICIAL", "check_field", "get_config", "get_smoke_config", "parse_arg", "validate"]
 
 # Official per-task settings of the best runs (lr, K, p, seed, query token).
 OFFICIAL = {
@@ -93,6 +93,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.batch_size = 128         # sequences per step (global, over all devices)
   c.train.min_length = 1           # shortest training length
   c.train.train_length = 40        # longest training length; lengths ~ U{min..max} per sequence
+  c.train.length_sampling = "per_sequence"  # or "per_batch": ONE length per step (official)
   c.train.log_every = 100          # steps between metric lines (JSONL, TensorBoard)
   c.train.checkpoint_every = 1000  # steps between checkpoints
   c.train.keep_checkpoints = 3     # how many recent checkpoints to keep
@@ -134,6 +135,21 @@ def get_smoke_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return c
 
 
+def check_field(c: ml_collections.ConfigDict, dotted: str) -> None:
+  """Raises ``ValueError`` if ``dotted`` (e.g. ``"train.steps"``) is not a field of ``c``,
+  naming the valid fields at the level where the path goes wrong."""
+  node, seen = c, []
+  for key in dotted.split("."):
+    if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+      where = ".".join(seen)
+      valid = (", ".join(sorted(node.keys())) if isinstance(node, ml_collections.ConfigDict)
+               else "none: it is a value, not a section")
+      raise ValueError(f"Unknown config field {dotted!r}: {where or 'the config'} has no "
+                       f"field {key!r}; valid fields{' of ' + repr(where) if where else ''}: "
+                       f"{valid}. Every field is documented in sdssm_jax/configs.py.")
+    node, seen = node[key], seen + [key]
+
+
 def _choice(value, choices, what):
   if value not in choices:
     raise ValueError(f"Unknown {what} {value!r}; valid choices: {', '.join(map(str, choices))}.")
@@ -161,6 +177,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _choice(c.eval.mode, EVAL_MODES, "eval.mode")
   _choice(c.eval.checkpoint, ("best", "last"), "eval.checkpoint")
   _choice(c.eval.best_metric, BEST_METRICS, "eval.best_metric")
+  _choice(c.train.length_sampling, ("per_sequence", "per_batch"), "train.length_sampling")
   positive = {
       "train.steps": c.train.steps, "train.batch_size": c.train.batch_size,
       "train.min_length": c.train.min_length, "train.train_length": c.train.train_length,
@@ -179,6 +196,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if c.eval.min_length > c.eval.max_length:
     raise ValueError(f"eval.min_length ({c.eval.min_length}) must be <= eval.max_length "
                      f"({c.eval.max_length}).")
+  if c.eval.max_length <= c.train.train_length:
+    raise ValueError(f"eval.max_length ({c.eval.max_length}) must be > train.train_length "
+                     f"({c.train.train_length}): the lengths beyond training are the test.")
   if c.eval.val_max_length and c.eval.val_max_length <= c.train.train_length:
     raise ValueError(f"eval.val_max_length must be 0 (off) or > train.train_length "
                      f"({c.train.train_length}), got {c.eval.val_max_length}.")

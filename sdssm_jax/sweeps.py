@@ -40,6 +40,9 @@ COLUMNS = ("run", "task", "model", "hparams", "seed", "in_dist", "ood_mean", "oo
 TABLE1_TASKS = ("parity", "even_pairs", "cycle_navigation", "modular_arithmetic", "c2xc4", "d4",
                 "a5")
 FAILED_MARKER = "FAILED"  # written into a run's workdir by the launcher when the run fails
+# ... and this one when the run refused to start because its workdir holds a run with a
+# different config (sdssm_jax.runs.RunConflictError): its results are not this request's.
+CONFLICT_MARKER = "CONFLICT"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,8 +287,10 @@ def _number(x: Any) -> Optional[float]:
 def summarize(root: str, runs: Sequence[Run]) -> List[Dict[str, Any]]:
   """One row (keys :data:`COLUMNS`) per run from ``<root>/<run.name>/results.json``.
 
-  ``status`` is ``"failed"`` (the launcher marked its latest attempt failed; numbers,
-  if any, are from an earlier attempt), ``"ok"`` (finished),
+  ``status`` is ``"conflict"`` (the latest attempt refused to start: its workdir holds a
+  run with a different config, whose numbers these are), ``"failed"`` (the launcher
+  marked its latest attempt failed; numbers, if any, are from an earlier attempt),
+  ``"ok"`` (finished),
   ``"incomplete"`` (no complete results but the workdir exists: still running or
   interrupted) or ``"missing"`` (never started).
   """
@@ -307,7 +312,9 @@ def summarize(root: str, runs: Sequence[Run]) -> List[Dict[str, Any]]:
                  ood_mean=_number(summary.get("ood_mean")),
                  ood_min=_number(summary.get("ood_min")), steps=results.get("train_steps"),
                  wall_time_s=_number(results.get("train_wall_time_s")))
-    if os.path.exists(os.path.join(workdir, FAILED_MARKER)):  # the latest attempt failed
+    if os.path.exists(os.path.join(workdir, CONFLICT_MARKER)):
+      row["status"] = "conflict"
+    elif os.path.exists(os.path.join(workdir, FAILED_MARKER)):  # the latest attempt failed
       row["status"] = "failed"
     elif _finished(results):
       row["status"] = "ok"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import time
 from typing import Any, Callable, Dict, Optional
 
@@ -28,7 +29,7 @@ import optax
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from sdssm_jax import configs, data, evaluation, models, tasks
+from sdssm_jax import configs, data, evaluation, models, runs, tasks
 
 __all__ = ["hardware", "make_optimizer", "make_model", "init_state", "make_train_step", "make_mesh",
            "train_and_evaluate", "load_params"]
@@ -109,7 +110,9 @@ def make_train_step(model, task, optimizer, config: ml_collections.ConfigDict,
     new_state = {"step": state["step"] + 1,
                  "params": optax.apply_updates(state["params"], updates),
                  "opt_state": opt_state}
-    return new_state, {"loss": loss, "accuracy": acc, "grad_norm": _global_norm(grads)}
+    finite = jnp.isfinite(loss) & _tree_finite(grads) & _tree_finite(new_state["params"])
+    return new_state, {"loss": loss, "accuracy": acc, "grad_norm": _global_norm(grads),
+                       "finite": finite}
 
   return jax.jit(step, in_shardings=(replicated, replicated),
                  out_shardings=(replicated, replicated), donate_argnums=0)
@@ -119,6 +122,11 @@ def _global_norm(tree) -> jax.Array:
   return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree)))
 
 
+def _tree_finite(tree) -> jax.Array:
+  """A traced bool: every entry of every leaf is finite."""
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+
+
 def _all_finite(tree) -> bool:
   return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(tree))
 
@@ -126,10 +134,12 @@ def _all_finite(tree) -> bool:
 class _Logger:
   """Metrics as JSONL and TensorBoard events (tensorboardX: no TensorFlow needed)."""
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, purge_step: Optional[int] = None):
     from tensorboardX import SummaryWriter
     self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    # purge_step: TensorBoard drops the events of steps >= purge_step written before a
+    # resume (the JSONL file is truncated by runs.truncate_jsonl).
+    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=purge_step)
 
   def write(self, step: int, scalars: Dict[str, float]) -> None:
     self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
@@ -174,14 +184,39 @@ def load_params(workdir: str, which: str = "best"):
     return (restored["params"] if which == "best" else restored["state"]["params"]), step
 
 
+def _restore_last(mngr, step: int, template):
+  restored = mngr.restore(step, args=ocp.args.StandardRestore(
+      {"state": template, "wall_time": 0.0}))
+  return restored["state"], float(restored["wall_time"])
+
+
+def _save_verified(mngr, step: int, item: Dict[str, Any]) -> None:
+  """Saves synchronously, then records the checksums that make the checkpoint trusted."""
+  if step in mngr.all_steps():  # e.g. a best checkpoint from before a fallback
+    mngr.delete(step)
+  mngr.save(step, args=ocp.args.StandardSave(item), force=True)
+  mngr.wait_until_finished()
+  runs.write_checksums(os.path.join(str(mngr.directory), str(step)))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   """Trains (or resumes) the run in ``workdir``, then evaluates lengths 1..max_length.
+
+  The workdir is locked for the whole call (:class:`runs.WorkdirLock`); a workdir holding
+  a run with a different identity is refused before anything is written
+  (:func:`runs.check_identity`); corrupted checkpoints are set aside and the newest intact
+  one is restored (:func:`runs.sort_out_checkpoints`); SIGTERM/SIGINT save a checkpoint
+  at the current step and raise :class:`runs.Interrupted`.
 
   Returns:
     The content written to ``results.json``.
 
   Raises:
     ValueError: invalid config (raised before anything is written).
+    runs.RunConflictError: the workdir was trained under a different config.
+    runs.WorkdirBusyError: another process is running in the workdir.
+    runs.CheckpointError: checkpoints exist but none is intact.
+    runs.Interrupted: SIGTERM/SIGINT; a checkpoint of the current step was saved.
     FloatingPointError: a non-finite loss or parameter; the last good checkpoint stays.
   """
   configs.validate(config)
@@ -190,10 +225,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     raise ValueError(f"train.batch_size ({config.train.batch_size}) must be divisible by the "
                      f"number of devices ({n_dev}).")
   workdir = os.path.abspath(workdir)
+  if os.path.isdir(workdir):
+    runs.check_identity(workdir, config)  # refuse before touching anything (no lock file)
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=1))
+  with runs.WorkdirLock(workdir), runs.SignalCatcher() as signals:
+    stored = runs.check_identity(workdir, config)  # again, now that we hold the lock
+    return _train_and_evaluate(config, workdir, stored, signals)
 
+
+def _train_and_evaluate(config, workdir: str, stored, signals) -> Dict[str, Any]:
   model, task, query_symbol = make_model(config)
   optimizer, schedule = make_optimizer(config.optimizer, config.train.steps)
   mesh = make_mesh()
@@ -202,22 +242,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   state = init_state(model, optimizer, init_key, mesh)
   train_step = make_train_step(model, task, optimizer, config, query_symbol, mesh)
 
+  # Checkpoints written before checksums existed (a legacy workdir) are trusted as they are.
+  legacy = stored is not None and stored.get("legacy", False)
+  ckpt_dir, best_dir = os.path.join(workdir, "checkpoints"), os.path.join(workdir, "best")
+  quarantine = os.path.join(workdir, runs.QUARANTINE_DIR)
+  runs.sort_out_checkpoints(ckpt_dir, os.path.join(quarantine, "checkpoints"), not legacy)
+  try:
+    runs.sort_out_checkpoints(best_dir, os.path.join(quarantine, "best"), not legacy)
+  except runs.CheckpointError as e:  # the best checkpoint is rebuilt by later evaluations
+    runs.report(f"{e} The best-checkpoint selection starts afresh.")
+    shutil.move(best_dir, os.path.join(quarantine, f"best-{time.strftime('%Y%m%d-%H%M%S')}"))
+
   opts = dict(create=True, enable_async_checkpointing=False)
   last_mngr = ocp.CheckpointManager(
-      os.path.join(workdir, "checkpoints"),
+      ckpt_dir,
       options=ocp.CheckpointManagerOptions(max_to_keep=config.train.keep_checkpoints, **opts))
-  best_mngr = ocp.CheckpointManager(os.path.join(workdir, "best"),
-                                    options=ocp.CheckpointManagerOptions(max_to_keep=1, **opts))
+  # Two best checkpoints: the previous best is the fallback if the newest is damaged.
+  best_mngr = ocp.CheckpointManager(best_dir,
+                                    options=ocp.CheckpointManagerOptions(max_to_keep=2, **opts))
   wall = 0.0
   best_score = (-np.inf, -np.inf)
   if last_mngr.latest_step() is not None:
-    restored = last_mngr.restore(last_mngr.latest_step(), args=ocp.args.StandardRestore(
-        {"state": state, "wall_time": 0.0}))
-    state = jax.device_put(restored["state"], replicated)
-    wall = float(restored["wall_time"])
+    restored, wall = _restore_last(last_mngr, last_mngr.latest_step(), state)
+    state = jax.device_put(restored, replicated)
   if best_mngr.latest_step() is not None:
     score = best_mngr.restore(best_mngr.latest_step(), args=ocp.args.StandardRestore())["score"]
     best_score = tuple(float(s) for s in score)
+  start = int(state["step"])
+  runs.record_identity(workdir, config, stored, start)
 
   ec, tc = config.eval, config.train
   id_tokens = task.sample(jax.random.PRNGKey(ec.val_seed), ec.id_num_per_length,
@@ -239,61 +291,69 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
       out["val_ood_acc"] = per_length(val_tokens, tc.train_length + 1, ec.val_max_length)[0]
     return {k: float(v) for k, v in out.items()}
 
-  def save(state, step):
-    last_mngr.save(step, args=ocp.args.StandardSave({"state": state, "wall_time": wall}))
-
-  logger = _Logger(workdir)
-  start = int(state["step"])
+  # Every step is logged once: records after the restored step (written before a crash or
+  # a kill) are dropped, and TensorBoard purges its events from start + 1 on.
+  runs.truncate_jsonl(os.path.join(workdir, "metrics.jsonl"), start)
+  logger = _Logger(workdir, purge_step=start + 1 if start else None)
   pending = []
   t_window, s_window = time.time(), start
   from tqdm.auto import tqdm
   bar = tqdm(total=tc.steps, initial=start, disable=None if tc.progress_bar else True,
              dynamic_ncols=True, desc=f"{config.model}/{config.task}")  # None: TTY only
+  step = start
   try:
     for step in range(start + 1, tc.steps + 1):
       t0 = time.time()
       state, metrics = train_step(state, data_key)
       pending.append(metrics)
       bar.update(1)
+      interrupted = signals.received is not None
       boundary = (step % tc.log_every == 0 or step % tc.checkpoint_every == 0
-                  or step % tc.eval_every == 0 or step == tc.steps)
+                  or step % tc.eval_every == 0 or step == tc.steps or interrupted)
       if not boundary:
         wall += time.time() - t0
         continue
       host = jax.device_get(pending)
       pending = []
       wall += time.time() - t0
-      losses = np.array([m["loss"] for m in host])
-      if not np.all(np.isfinite(losses)) or not _all_finite(state["params"]):
-        bad = step - len(host) + int(np.argmin(np.isfinite(losses))) + 1
+      finite = np.array([bool(m["finite"]) for m in host])
+      if not finite.all() or not _all_finite(state["params"]):
+        # `finite` covers the loss, the gradients and the updated parameters of each step.
+        bad = step - len(host) + int(np.argmin(finite)) + 1 if not finite.all() else step
         kept = last_mngr.latest_step()
         raise FloatingPointError(
-            f"Non-finite loss or parameters by step {bad}: training stopped. " + (
+            f"Non-finite loss or parameters at step {bad}: training stopped. " + (
                 f"The last good checkpoint (step {kept}) is kept in {workdir}/checkpoints."
                 if kept is not None else "No checkpoint had been saved yet."))
-      if step % tc.log_every == 0 or step == tc.steps:
+      record = {}
+      if step % tc.log_every == 0 or step == tc.steps or interrupted:
         now = time.time()
-        scalars = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-        scalars["steps_per_sec"] = (step - s_window) / max(now - t_window, 1e-9)
-        scalars["lr"] = float(schedule(step - 1))  # the lr of this step (optax count = step - 1)
-        logger.write(step, scalars)
-        bar.set_postfix(loss=f"{scalars['loss']:.4f}", acc=f"{scalars['accuracy']:.3f}")
+        record = {k: float(np.mean([m[k] for m in host])) for k in host[0] if k != "finite"}
+        record["steps_per_sec"] = (step - s_window) / max(now - t_window, 1e-9)
+        record["lr"] = float(schedule(step - 1))  # the lr of this step (optax count = step - 1)
+        bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}")
         t_window, s_window = now, step
       if step % tc.eval_every == 0 or step == tc.steps:
         ev = periodic_eval(state["params"])
-        logger.write(step, ev)
+        record.update(ev)
         score = (ev[ec.best_metric], -ev["id_loss"])
         if score > best_score:
           best_score = score
-          best_mngr.save(step, args=ocp.args.StandardSave(
-              {"params": state["params"], "score": np.asarray(score, np.float64)}))
-      if step % tc.checkpoint_every == 0 or step == tc.steps:
-        save(state, step)
+          _save_verified(best_mngr, step, {"params": state["params"],
+                                           "score": np.asarray(score, np.float64)})
+      if record:
+        logger.write(step, record)
+      if step % tc.checkpoint_every == 0 or step == tc.steps or interrupted:
+        _save_verified(last_mngr, step, {"state": state, "wall_time": wall})
+      if interrupted:
+        raise runs.Interrupted(step, signals.received, workdir)
   finally:
     bar.close()
     logger.close()
     last_mngr.wait_until_finished()
     best_mngr.wait_until_finished()
+  if signals.received is not None:  # a signal during the last step's evaluation
+    raise runs.Interrupted(step, signals.received, workdir)
 
   # Final range evaluation of the selected checkpoint.
   params, ckpt_step = state["params"], int(state["step"])
@@ -310,6 +370,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
            "checkpoint_step": ckpt_step, "train_steps": int(state["step"]),
            "train_wall_time_s": round(wall, 2), "eval_wall_time_s": round(eval_time, 2),
            "hardware": hardware(), "jax_version": jax.__version__,
+           "fingerprint": runs.fingerprint(runs.identity_fields(config)),
            "config": json.loads(config.to_json_best_effort())}
   evaluation.write_results(workdir, result, extra)
   evaluation.plot_accuracy(os.path.join(workdir, "accuracy_vs_length.png"),

@@ -4,6 +4,8 @@ import csv
 import json
 import math
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -189,6 +191,58 @@ def test_sweep_rerun_skips_finished(smoke_sweep):
   # --summarize_only reproduces the summary.
   proc, _ = _sweep("--sweep=smoke", f"--root={root}", "--summarize_only")
   assert proc.returncode == 0 and proc.stdout.count("| ok |") == 2
+
+
+def test_rerun_with_another_lr_is_a_conflict_not_ok(smoke_sweep):
+  """A finished sweep rerun with a trajectory-changing override: every run refuses (its
+  workdir holds another run), results.json stays as it was, the status says conflict."""
+  root, args, _ = smoke_sweep
+  names = [r.name for r in sweeps.get("smoke")]
+  before = {n: open(os.path.join(root, n, "results.json"), "rb").read() for n in names}
+  proc, _ = _sweep(*args, "--set", "optimizer.lr=3e-3")
+  assert proc.returncode == 1, proc.stdout + proc.stderr
+  assert proc.stdout.count("CONFLICT") == 2
+  assert "optimizer.lr: 0.01 (stored) -> 0.003 (this run)" in proc.stdout  # the log tail
+  assert [row["status"] for row in _read_csv(root).values()] == ["conflict", "conflict"]
+  for n in names:
+    assert open(os.path.join(root, n, "results.json"), "rb").read() == before[n]
+  # The original command again: finished, skipped, and the conflict is cleared.
+  proc, _ = _sweep(*args)
+  assert proc.returncode == 0 and proc.stdout.count("skip ") == 2
+  assert [row["status"] for row in _read_csv(root).values()] == ["ok", "ok"]
+
+
+def test_sigterm_to_the_launcher_stops_every_run_with_a_checkpoint(tmp_path):
+  root = str(tmp_path / "sweep")
+  cmd = [sys.executable, "-m", "experiments.sweep", "--sweep=smoke", f"--root={root}",
+         f"--config={SMOKE}", "--parallel=2", "--set", "train.steps=100000",
+         "--set", "train.checkpoint_every=100000"]
+  out = open(tmp_path / "sweep.log", "w")
+  launcher = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
+                              stdout=out, stderr=subprocess.STDOUT)
+  names = [r.name for r in sweeps.get("smoke")]
+  metrics = [os.path.join(root, n, "metrics.jsonl") for n in names]
+  deadline = time.time() + 240
+  while time.time() < deadline and not all(
+      os.path.exists(m) and os.path.getsize(m) for m in metrics):
+    time.sleep(0.05)
+  assert all(os.path.getsize(m) for m in metrics), open(tmp_path / "sweep.log").read()
+  log = open(tmp_path / "sweep.log").read()
+  pids = [int(p) for p in re.findall(r"start \S+ \(pid (\d+)\)", log)]
+  assert len(pids) == 2
+  launcher.send_signal(signal.SIGTERM)
+  assert launcher.wait(timeout=180) == 128 + signal.SIGTERM
+  out.close()
+  log = open(tmp_path / "sweep.log").read()
+  for pid in pids:
+    with pytest.raises(ProcessLookupError):  # stopped and reaped: no orphan left
+      os.kill(pid, 0)
+  assert len(re.findall(r"^stopped \S+ \(", log, re.M)) == 2 and "FAILED" not in log
+  for n in names:
+    run_log = open(os.path.join(root, n, "log.txt")).read()
+    step = int(re.search(r"interrupted at step (\d+), checkpoint saved", run_log).group(1))
+    assert os.path.isdir(os.path.join(root, n, "checkpoints", str(step)))
+  assert [row["status"] for row in _read_csv(root).values()] == ["incomplete", "incomplete"]
 
 
 def test_failing_runs_are_reported_and_do_not_stop_others(tmp_path):

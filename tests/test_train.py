@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from sdssm_jax import configs, data, tasks, train
+from sdssm_jax import configs, data, runs, tasks, train
 import reference_automata
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,43 +35,86 @@ def _launch(workdir, *flags):
                           env={**os.environ, "PYTHONPATH": ROOT})
 
 
-def test_sigkill_then_resume_is_bit_identical(tmp_path):
-  flags = ["--config.train.steps=1500", "--config.train.checkpoint_every=50",
-           "--config.train.log_every=50", "--config.train.eval_every=500"]
-  # Uninterrupted reference run.
-  ref = _launch(tmp_path / "ref", *flags)
-  # Interrupted run: SIGKILL as soon as a checkpoint beyond step 0 exists.
-  victim = _launch(tmp_path / "killed", *flags)
-  ckpts = tmp_path / "killed" / "checkpoints"
-  deadline = time.time() + 240
+def _wait_for(predicate, timeout=240, what="condition"):
+  deadline = time.time() + timeout
   while time.time() < deadline:
-    done = [d for d in (os.listdir(ckpts) if ckpts.exists() else []) if d.isdigit()]
-    if done:
-      break
+    if predicate():
+      return
     time.sleep(0.02)
-  victim.send_signal(signal.SIGKILL)
-  victim.wait()
+  raise AssertionError(f"timed out waiting for {what}")
+
+
+def _logged_steps(workdir):
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(l)["step"] for l in f if l.endswith("\n")]
+
+
+def test_sigkill_and_sigterm_then_resume_are_bit_identical(tmp_path):
+  """One uninterrupted reference run; one run SIGKILLed after its first checkpoint and one
+  SIGTERMed mid-way (with a second process refused while it holds the workdir); both
+  resumed by the same command end bit-identical to the reference."""
+  flags = ["--config.train.steps=1500", "--config.train.checkpoint_every=50",
+           "--config.train.log_every=10", "--config.train.eval_every=500"]
+  ref = _launch(tmp_path / "ref", *flags)
+  killed = _launch(tmp_path / "killed", *flags)
+  termed_dir = tmp_path / "termed"
+  termed = _launch(termed_dir, *flags[:1], "--config.train.checkpoint_every=1000",
+                   *flags[2:])
+  ckpts = tmp_path / "killed" / "checkpoints"
+  _wait_for(lambda: ckpts.exists() and any(d.isdigit() for d in os.listdir(ckpts)),
+            what="a first checkpoint")
+  killed.send_signal(signal.SIGKILL)
+  killed.wait()
   killed_at = max(int(d) for d in os.listdir(ckpts) if d.isdigit())
   assert 0 < killed_at < 1500, "the run must be killed mid-way"
   assert not (tmp_path / "killed" / "results.json").exists()
-  # Same command again: resumes and finishes.
-  resumed = _launch(tmp_path / "killed", *flags)
-  assert resumed.wait(timeout=300) == 0, (tmp_path / "killed.log").read_text()
+
+  # While the SIGTERM victim trains, a second process (this one) on its workdir is refused.
+  _wait_for(lambda: any(s >= 100 for s in _logged_steps(termed_dir)), what="step 100")
+  c = configs.get_smoke_config("task=d4")
+  c.train.steps, c.train.checkpoint_every, c.train.log_every, c.train.eval_every = (
+      1500, 1000, 10, 500)
+  with pytest.raises(runs.WorkdirBusyError, match=f"in use by pid {termed.pid}"):
+    train.train_and_evaluate(c, str(termed_dir))
+  assert termed.poll() is None, "the refused process must not disturb the running one"
+  termed.send_signal(signal.SIGTERM)
+  assert termed.wait(timeout=120) == 128 + signal.SIGTERM
+  log = (tmp_path / "termed.log").read_text()
+  match = re.search(r"interrupted at step (\d+), checkpoint saved; rerun the same command",
+                    log)
+  assert match, log
+  termed_at = int(match.group(1))
+  assert 100 <= termed_at < 1500 and termed_at % 1000  # not a regular checkpoint step
+  assert (termed_dir / "checkpoints" / str(termed_at)).is_dir()
+
+  # The same commands again: both resume and finish.
+  resumed = [_launch(tmp_path / "killed", *flags),
+             _launch(termed_dir, *flags[:1], "--config.train.checkpoint_every=1000",
+                     *flags[2:])]
+  for proc, name in zip(resumed, ("killed", "termed")):
+    assert proc.wait(timeout=300) == 0, (tmp_path / f"{name}.log").read_text()
   assert ref.wait(timeout=300) == 0
-  (a, step_a), (b, step_b) = _last_params(tmp_path / "ref"), _last_params(tmp_path / "killed")
-  assert step_a == step_b == 1500
-  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-    np.testing.assert_array_equal(x, y)  # bit-identical, optimizer state included
-  res = json.loads((tmp_path / "killed" / "results.json").read_text())
-  assert res["train_steps"] == 1500 and "ood_mean" in res["summary"]
+  (a, step_a) = _last_params(tmp_path / "ref")
+  for name in ("killed", "termed"):
+    b, step_b = _last_params(tmp_path / name)
+    assert step_a == step_b == 1500
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+      np.testing.assert_array_equal(x, y)  # bit-identical, optimizer state included
+    res = json.loads((tmp_path / name / "results.json").read_text())
+    assert res["train_steps"] == 1500 and "ood_mean" in res["summary"]
+    steps = _logged_steps(tmp_path / name)
+    assert steps == sorted(set(steps)), "every step is logged once, in order"
+    assert steps[-1] == 1500
 
 
 def test_nan_loss_stops_with_clear_message_and_keeps_last_good_checkpoint(tmp_path):
   c = configs.get_smoke_config("task=parity")
-  c.train.steps = 20
-  train.train_and_evaluate(c, str(tmp_path))
   c.train.steps = 40
-  c.optimizer.lr = 1e30  # a diverging run
+  # A run that diverges after step 20 (the lr jumps to 1e30).
+  c.optimizer.schedule, c.optimizer.boundaries, c.optimizer.scales = "piecewise", (20,), (1e32,)
   with pytest.raises(FloatingPointError, match=r"Non-finite .* last good checkpoint \(step 20\)"):
     train.train_and_evaluate(c, str(tmp_path))
   state, step = _last_params(str(tmp_path))

@@ -37,7 +37,8 @@ def names(root: Optional[str] = None) -> List[str]:
   root = root or ROOT
   if not os.path.isdir(root):
     return []
-  return sorted(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, CARD)))
+  return sorted(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, CARD))
+                or os.path.isfile(os.path.join(root, d, WEIGHTS)))
 
 
 def _entry_dir(name: str, root: Optional[str]) -> str:
@@ -107,11 +108,19 @@ def evaluate(name: str, root: Optional[str] = None, *, min_length: Optional[int]
 
 def verify(root: Optional[str] = None, verbose: bool = True) -> bool:
   """Re-evaluates every entry on lengths train_length+1..max_length and compares the OOD
-  mean with its card (within ``VERIFY_TOLERANCE``). Returns True if all pass."""
+  mean with its card (within ``VERIFY_TOLERANCE``). An entry that cannot be loaded
+  (unreadable card, sha256 mismatch, wrong shapes) is reported as FAIL with the reason,
+  and the others are still checked. Returns True if all pass."""
   ok = True
   for name in names(root):
-    c = card(name, root)
-    res = evaluate(name, root, min_length=c["train_length"] + 1)
+    try:
+      c = card(name, root)
+      res = evaluate(name, root, min_length=c["train_length"] + 1)
+    except Exception as e:  # pylint: disable=broad-except  # report it, check the rest
+      ok = False
+      if verbose:
+        print(f"FAIL {name:22s} {type(e).__name__}: {e}")
+      continue
     got, want = res["summary"]["ood_mean"], c["summary"]["ood_mean"]
     passed = got >= want - VERIFY_TOLERANCE
     ok &= passed

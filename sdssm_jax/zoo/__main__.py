@@ -10,8 +10,12 @@ def main(argv) -> int:
   cmd = argv[1] if len(argv) > 1 else "list"
   if cmd == "list":
     for name in zoo.names():
-      c = zoo.card(name)
-      s = c["summary"]
+      try:
+        c = zoo.card(name)
+        s = c["summary"]
+      except (OSError, ValueError, KeyError) as e:
+        print(f"{name:22s} unreadable card: {type(e).__name__}: {e}")
+        continue
       print(f"{name:22s} task={c['task']:20s} OOD mean {s['ood_mean']:.5f} "
             f"OOD min {s['ood_min']:.4f} steps {c['train_steps']}")
     return 0
