@@ -1,44 +1,7 @@
-r"""Trains and evaluates one run.
+"""From a clone: ``python -m experiments.main`` is ``sdssm-train`` (:mod:`sdssm_jax.cli.train`)."""
 
-  python -m experiments.main --config=experiments/configs/default.py:task=parity \
-      --workdir=runs/parity --config.train.steps=2000
-
-Re-running the same command on the same workdir resumes from the last checkpoint.
-
-Exit codes: 0 done; 2 invalid config or flags (nothing written); 3 the workdir holds a
-run with a different config (nothing changed); 4 another process runs in the workdir;
-5 no intact checkpoint; 128 + N after signal N (SIGTERM 143, SIGINT 130), with a
-checkpoint of the step it stopped at.
-"""
-
-from absl import app, flags, logging
-from ml_collections import config_flags
-
-from sdssm_jax import launch, train
-
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file and argument, e.g. experiments/configs/default.py:task=d4.",
-    lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and results.")
-flags.mark_flags_as_required(["config", "workdir"])
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; -v 0 for them
-  result = launch.run_training(
-      lambda: train.train_and_evaluate(_CONFIG.value, _WORKDIR.value))
-  s, acc = result["summary"], result["per_length"]
-  shown = [n for n in ("1", "10", "20", "40", "41", "60", "100", "200", "300", "400", "500")
-           if n in acc]
-  print("length   " + " ".join(f"{n:>6}" for n in shown))
-  print("accuracy " + " ".join(f"{acc[n]:6.3f}" for n in shown))
-  print(f"{result['task']}: in-distribution {s.get('id_mean', float('nan')):.4f}, "
-        f"OOD mean {s.get('ood_mean', float('nan')):.4f}, "
-        f"OOD min {s.get('ood_min', float('nan')):.4f}; full table in "
-        f"{_WORKDIR.value}/results.json")
+from sdssm_jax.cli.train import *  # noqa: F401,F403
+from sdssm_jax.cli.train import run
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=launch.parse_flags_checked)
+  run()

@@ -93,12 +93,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.batch_size = 128         # sequences per step (global, over all devices)
   c.train.min_length = 1           # shortest training length
   c.train.train_length = 40        # longest training length; lengths ~ U{min..max} per sequence
-  c.train.length_sampling = "per_sequence"  # or "per_batch": ONE length per step (official)
+  c.train.length_sampling = "per_batch"  # ONE length per step (official), or "per_sequence"
   c.train.log_every = 100          # steps between metric lines (JSONL, TensorBoard)
   c.train.checkpoint_every = 1000  # steps between checkpoints
   c.train.keep_checkpoints = 3     # how many recent checkpoints to keep
   c.train.eval_every = 1000        # steps between in-distribution evaluations (best checkpoint)
-  c.train.progress_bar = True      # tqdm progress bar on the terminal
+  c.train.progress_bar = True      # tqdm progress bar when stderr is a terminal
+  c.train.progress_every = 1000    # otherwise (pipe, file, nohup) one stderr line per this
+                                   # many steps: step, loss, accuracy, steps/s, ETA (0: none)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.min_length = 1            # shortest evaluated length
@@ -129,6 +131,7 @@ def get_smoke_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 10
   c.train.eval_every = 10
   c.train.progress_bar = False
+  c.train.progress_every = 10
   c.eval.max_length = 24
   c.eval.num_per_length = 16
   c.eval.id_num_per_length = 16
@@ -187,6 +190,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
       "eval.num_per_length": c.eval.num_per_length, "eval.batch_size": c.eval.batch_size,
       "eval.id_num_per_length": c.eval.id_num_per_length,
   }
+  if not isinstance(c.train.progress_every, int) or c.train.progress_every < 0:
+    raise ValueError(f"train.progress_every must be an integer >= 0, got "
+                     f"{c.train.progress_every!r}.")
   for name, value in positive.items():
     if not isinstance(value, int) or value < 1:
       raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 
 from sdssm_jax.tasks import Task
 
-__all__ = ["with_read_positions", "training_batch", "fixed_length_batch"]
+__all__ = ["with_read_positions", "training_batch", "fixed_length_batch", "batch_length",
+           "per_batch_training_batch", "length_buckets", "bucket_for"]
 
 
 def with_read_positions(tokens: jax.Array, lengths: jax.Array,
@@ -76,3 +77,48 @@ def fixed_length_batch(task: Task, key: jax.Array, batch_size: int, length: jax.
   tokens = jnp.where(positions < n, tokens, 0)  # real padding after the sequence
   inputs, read_pos = with_read_positions(tokens, lengths, query_symbol)
   return {"inputs": inputs, "read_pos": read_pos, "label": label, "length": lengths}
+
+
+# ------------------------------------------------------------- one length per batch
+# The official protocol draws ONE length per step. The key of step s is
+# ``fold_in(data_key, s)``; it is split into (tokens key, length key), so the length of
+# step s is a pure function of (data_key, s) that the host can compute ahead of the step.
+
+
+def batch_length(key: jax.Array, min_length: int, max_length: int) -> jax.Array:
+  """The one requested length (int32 scalar, uniform on ``min..max_length``) of the batch
+  whose step key is ``key``; jittable and vmappable over keys."""
+  return jax.random.randint(jax.random.split(key)[1], (), min_length, max_length + 1,
+                            dtype=jnp.int32)
+
+
+def per_batch_training_batch(task: Task, key: jax.Array, batch_size: int, length: jax.Array,
+                             padded_length: int,
+                             query_symbol: Optional[int]) -> Dict[str, jax.Array]:
+  """The batch of a per-batch-length step: ``batch_size`` sequences of the (traced)
+  requested ``length`` (``batch_length(key, ...)``), zero-padded to the static
+  ``padded_length``; tokens from the first half of ``split(key)``."""
+  return fixed_length_batch(task, jax.random.split(key)[0], batch_size, length,
+                            padded_length, query_symbol)
+
+
+def length_buckets(min_length: int, max_length: int, max_buckets: int = 5,
+                   multiple: int = 8) -> tuple:
+  """Static padded lengths for per-batch lengths ``min..max_length``: multiples of a
+  width ``w = max(multiple, ceil(max_length / max_buckets))``, the last one capped at
+  ``max_length``, those below ``min_length`` dropped. ``(1, 40) -> (8, 16, 24, 32, 40)``
+  (padding costs ~17% over the exact length on average); ``(1, 8) -> (8,)``; at most
+  ``max_buckets`` programs are compiled whatever ``max_length``."""
+  if not 1 <= min_length <= max_length:
+    raise ValueError(f"Need 1 <= min_length <= max_length, got {min_length}, {max_length}.")
+  width = max(multiple, -(-max_length // max_buckets))
+  edges = sorted({min(width * i, max_length) for i in range(1, -(-max_length // width) + 1)})
+  return tuple(b for b in edges if b >= min_length)
+
+
+def bucket_for(buckets: tuple, length: int) -> int:
+  """The smallest bucket >= ``length``."""
+  for b in buckets:
+    if length <= b:
+      return b
+  raise ValueError(f"Length {length} exceeds the largest bucket {buckets[-1]}.")

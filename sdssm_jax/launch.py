@@ -1,14 +1,18 @@
-"""What the command-line launchers share: config-flag checks and clean exits.
+"""What the command-line launchers share: named configs, config-flag checks, ``--help``
+and clean exits.
 
-``parse_flags_checked`` checks every ``--config.<field>`` override against the config
-before absl parses them (ml-collections would raise a bare ``AttributeError`` with a
-55-line traceback); ``run_training`` turns the run-integrity errors of
-:mod:`sdssm_jax.runs` into one message and a documented exit code.
+``make_flags_parser`` returns an absl ``flags_parser`` that resolves a named config
+(``--config=quickstart`` -> the file inside the installed package), prints the launcher's
+help and exits 0 on ``--help``, and checks every ``--config.<field>`` override against
+the config before absl parses them (ml-collections would raise a bare
+``AttributeError`` with a 55-line traceback); ``run_training`` turns the run-integrity
+errors of :mod:`sdssm_jax.runs` into one message and a documented exit code.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from typing import Callable, List, Optional, Sequence
 
@@ -16,8 +20,9 @@ from absl import flags
 
 from sdssm_jax import configs, runs
 
-__all__ = ["config_overrides", "check_config_overrides", "parse_flags_checked", "run_training",
-           "load_get_config"]
+__all__ = ["config_overrides", "check_config_overrides", "make_flags_parser",
+           "parse_flags_checked", "resolve_config_spec", "run_training", "load_get_config",
+           "catalogue"]
 
 
 def load_get_config(path: str) -> Callable:
@@ -28,6 +33,38 @@ def load_get_config(path: str) -> Callable:
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config
+
+
+def resolve_config_spec(spec: str) -> str:
+  """``"quickstart"`` / ``"sdssm:task=d4"`` -> ``"<package>/experiment_configs/sdssm.py:task=d4"``;
+  a spec whose file part ends in ``.py`` is returned unchanged."""
+  from sdssm_jax import experiment_configs
+  name, sep, arg = spec.partition(":")
+  if name.endswith(".py"):
+    return spec
+  return experiment_configs.path(name) + sep + arg
+
+
+def _resolve_argv(argv: Sequence[str], flag: str = "config") -> List[str]:
+  out = list(argv)
+  for i, arg in enumerate(out):
+    if arg.startswith(f"--{flag}="):
+      out[i] = f"--{flag}=" + resolve_config_spec(arg.split("=", 1)[1])
+    elif arg == f"--{flag}" and i + 1 < len(out):
+      out[i + 1] = resolve_config_spec(out[i + 1])
+  return out
+
+
+def catalogue() -> str:
+  """Named configs, tasks and models, and where the config fields are documented."""
+  from sdssm_jax import configs as configs_lib, experiment_configs, models, tasks
+  lines = ["named configs (--config=<name>[:task=...,model=...]):"]
+  lines += [f"  {n:24s} {experiment_configs.describe(n)}" for n in experiment_configs.names()]
+  lines.append(f"tasks: {', '.join(tasks.names())}, c2xc<N>, d<N>")
+  lines.append(f"models: {', '.join(models.names())}")
+  lines.append(f"config fields, one comment each: {configs_lib.__file__} "
+               "(override with --config.<field>=<value>)")
+  return "\n".join(lines)
 
 
 def config_overrides(argv: Sequence[str], flag: str = "config") -> tuple:
@@ -59,15 +96,35 @@ def check_config_overrides(argv: Sequence[str], flag: str = "config") -> None:
     configs.check_field(config, field)
 
 
-def parse_flags_checked(argv: List[str]) -> List[str]:
-  """An absl ``flags_parser`` (``app.run(main, flags_parser=...)``): checks the config
-  overrides first, then parses; errors go to stderr in one line with exit code 2."""
-  try:
-    check_config_overrides(argv)
-    return flags.FLAGS(argv)
-  except (ValueError, flags.Error) as e:
-    print(f"{argv[0]}: error: {e}", file=sys.stderr)
-    sys.exit(runs.EXIT_CONFIG)
+def make_flags_parser(help_text: Optional[Callable[[], str]] = None,
+                      config_flag: Optional[str] = "config") -> Callable[[List[str]], List[str]]:
+  """An absl ``flags_parser`` (``app.run(main, flags_parser=...)``).
+
+  Args:
+    help_text: what ``--help`` / ``-h`` prints (before the flags); it then exits 0.
+    config_flag: the ml-collections config flag to resolve names for and check, or None.
+  Returns:
+    The parser: errors go to stderr in one line, exit code 2 (nothing written).
+  """
+  def parse(argv: List[str]) -> List[str]:
+    if any(a in ("--help", "-h", "--helpfull", "-help") for a in argv[1:]):
+      if help_text is not None:
+        print(help_text())
+      print("\nflags:")
+      print(flags.FLAGS.main_module_help() or flags.FLAGS.module_help(sys.argv[0]))
+      sys.exit(0)
+    try:
+      if config_flag:
+        argv = _resolve_argv(argv, config_flag)
+        check_config_overrides(argv, config_flag)
+      return flags.FLAGS(argv)
+    except (ValueError, flags.Error) as e:
+      print(f"{os.path.basename(argv[0])}: error: {e}", file=sys.stderr)
+      sys.exit(runs.EXIT_CONFIG)
+  return parse
+
+
+parse_flags_checked = make_flags_parser()
 
 
 def run_training(fn: Callable[[], dict]) -> Optional[dict]:

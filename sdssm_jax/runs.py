@@ -58,7 +58,7 @@ LOCK_FILE = ".lock"
 CHECKSUM_FILE = "sha256sums.json"
 QUARANTINE_DIR = "corrupted"
 
-# Exit codes of the launchers (``experiments.main``), read by the sweep launcher.
+# Exit codes of the launchers (``sdssm-train``), read by the sweep launcher.
 EXIT_CONFIG = 2       # invalid config or flags: nothing was written
 EXIT_CONFLICT = 3     # the workdir holds a run with a different identity: nothing changed
 EXIT_BUSY = 4         # another process holds the workdir's lock
@@ -69,11 +69,14 @@ EXIT_CHECKPOINT = 5   # checkpoints exist but none is intact
 # to log/evaluate/checkpoint, and every ``eval.*`` field (excluded as a section).
 NON_TRAJECTORY_FIELDS = ("train.steps", "train.log_every", "train.checkpoint_every",
                          "train.keep_checkpoints", "train.eval_every", "train.progress_bar",
-                         "train.log_to_stderr_every")
+                         "train.progress_every")
 # Fields added to the configs after runs were first fingerprinted, with the value that
 # reproduces what runs did before them: a stored identity without such a field matches a
 # config holding that value (so older workdirs still resume).
-ADDED_FIELDS = {"train.length_sampling": "per_sequence"}
+ADDED_FIELDS = {"train.length_sampling": "per_sequence", "optimizer.boundaries": [],
+                "optimizer.scales": [],
+                # None: exact power-of-two state rescaling (same predictions, finite states)
+                "model_config.rescale": None}
 # Learning-rate schedules whose every step depends on ``train.steps``.
 STEPS_DEPENDENT_SCHEDULES = ("cosine", "warmup_cosine")
 

@@ -2,7 +2,7 @@
 
 A sweep is a list of :class:`Run`: a unique, filesystem-safe name (the run's
 sub-directory of the sweep root), the config argument (``"task=d4,model=sdssm"``)
-and the config fields it overrides. ``experiments/sweep.py`` launches them;
+and the config fields it overrides. ``sdssm-sweep`` (:mod:`sdssm_jax.cli.sweep`) launches them;
 :func:`summarize` and :func:`write_summary` collect their ``results.json`` into
 ``summary.csv`` / ``summary.md``.
 

@@ -1,9 +1,10 @@
 """Training library: ``train_and_evaluate(config, workdir)``.
 
-One compiled step samples a batch whose sequence lengths are drawn per sequence
-(padded, read at each sequence's last position or query token), computes the
-cross-entropy and applies Adam with global-norm clipping. The batch is sharded over all
-local devices on a 1-D ``data`` mesh; the same step serves one device and many.
+The train step (:mod:`sdssm_jax.train_step`) samples a batch, one length per step
+(``train.length_sampling="per_batch"``, the official protocol, a few length buckets
+compiled once each) or per sequence, computes the cross-entropy and applies Adam with
+global-norm clipping, data parallel over all local devices on a 1-D ``data`` mesh with
+one gradient reduction per step; the same step serves one device and many.
 
 The workdir holds ``config.json``, ``checkpoints/`` (the last few), ``best/`` (the best
 by the selection metric), ``metrics.jsonl``, ``tensorboard/``, and at the end
@@ -18,6 +19,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import time
 from typing import Any, Callable, Dict, Optional
 
@@ -29,7 +31,8 @@ import optax
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from sdssm_jax import configs, data, evaluation, models, runs, tasks
+from sdssm_jax import configs, evaluation, models, runs, tasks
+from sdssm_jax import train_step as train_step_lib
 
 __all__ = ["hardware", "make_optimizer", "make_model", "init_state", "make_train_step", "make_mesh",
            "train_and_evaluate", "load_params"]
@@ -84,47 +87,10 @@ def make_mesh(devices=None) -> Mesh:
 
 def make_train_step(model, task, optimizer, config: ml_collections.ConfigDict,
                     query_symbol: Optional[int], mesh: Mesh) -> Callable:
-  """A compiled ``step(state, data_key) -> (state, metrics)``.
-
-  The batch of step s is sampled inside the step from ``fold_in(data_key, s)``, with
-  lengths drawn uniformly from ``train.min_length..train.train_length`` per sequence,
-  and sharded over ``mesh``'s ``data`` axis; parameters are replicated.
-  """
-  tc = config.train
-  replicated = NamedSharding(mesh, P())
-  sharded = NamedSharding(mesh, P("data"))
-
-  def step(state, data_key):
-    key = jax.random.fold_in(data_key, state["step"])
-    batch = data.training_batch(task, key, tc.batch_size, tc.min_length, tc.train_length,
-                                query_symbol)
-    batch = jax.lax.with_sharding_constraint(batch, sharded)
-
-    def loss_fn(params):
-      logits = evaluation.read_logits(model, params, batch["inputs"], batch["read_pos"])
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
-      return loss, jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-
-    (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-    new_state = {"step": state["step"] + 1,
-                 "params": optax.apply_updates(state["params"], updates),
-                 "opt_state": opt_state}
-    finite = jnp.isfinite(loss) & _tree_finite(grads) & _tree_finite(new_state["params"])
-    return new_state, {"loss": loss, "accuracy": acc, "grad_norm": _global_norm(grads),
-                       "finite": finite}
-
-  return jax.jit(step, in_shardings=(replicated, replicated),
-                 out_shardings=(replicated, replicated), donate_argnums=0)
-
-
-def _global_norm(tree) -> jax.Array:
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree)))
-
-
-def _tree_finite(tree) -> jax.Array:
-  """A traced bool: every entry of every leaf is finite."""
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+  """A compiled ``step(state, data_key) -> (state, metrics)``: data parallel over
+  ``mesh`` with one gradient reduction per step, lengths per ``train.length_sampling``
+  (see :mod:`sdssm_jax.train_step`)."""
+  return train_step_lib.make_train_step(model, task, optimizer, config, query_symbol, mesh)
 
 
 def _all_finite(tree) -> bool:
@@ -151,6 +117,42 @@ class _Logger:
   def close(self):
     self._jsonl.close()
     self._tb.close()
+
+
+def _is_terminal(stream) -> bool:
+  try:
+    return stream.isatty()
+  except (AttributeError, ValueError):
+    return False
+
+
+class _ProgressLines:
+  """Without a progress bar (output piped to a file, CI, nohup): one line on stderr every
+  ``every`` steps (printed at the first log step at or after it)."""
+
+  def __init__(self, name: str, total: int, start: int, every: int):
+    self.name, self.total, self.every = name, total, every
+    self.t0, self.s0, self.last = time.time(), start, start
+
+  def maybe_print(self, step: int, record: Dict[str, float]) -> None:
+    if not self.every or "loss" not in record or (
+        step // self.every == self.last // self.every and step != self.total):
+      return
+    self.last = step
+    rate = (step - self.s0) / max(time.time() - self.t0, 1e-9)
+    eta = (self.total - step) / rate if rate > 0 else float("inf")
+    print(f"{self.name} step {step}/{self.total}: loss {record['loss']:.4f} accuracy "
+          f"{record['accuracy']:.3f} {rate:.1f} steps/s ETA {_duration(eta)}"
+          + (f" id_acc {record['id_acc']:.4f}" if "id_acc" in record else ""),
+          file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+  if not np.isfinite(seconds):
+    return "?"
+  seconds = int(round(seconds))
+  return (f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else
+          f"{seconds // 60}m{seconds % 60:02d}s")
 
 
 def _cpu_model() -> str:
@@ -298,8 +300,11 @@ def _train_and_evaluate(config, workdir: str, stored, signals) -> Dict[str, Any]
   pending = []
   t_window, s_window = time.time(), start
   from tqdm.auto import tqdm
-  bar = tqdm(total=tc.steps, initial=start, disable=None if tc.progress_bar else True,
-             dynamic_ncols=True, desc=f"{config.model}/{config.task}")  # None: TTY only
+  use_bar = bool(tc.progress_bar) and _is_terminal(sys.stderr)
+  bar = tqdm(total=tc.steps, initial=start, disable=not use_bar, dynamic_ncols=True,
+             desc=f"{config.model}/{config.task}")
+  progress = _ProgressLines(f"{config.model}/{config.task}", tc.steps, start,
+                            0 if use_bar else tc.progress_every)
   step = start
   try:
     for step in range(start + 1, tc.steps + 1):
@@ -343,6 +348,7 @@ def _train_and_evaluate(config, workdir: str, stored, signals) -> Dict[str, Any]
                                            "score": np.asarray(score, np.float64)})
       if record:
         logger.write(step, record)
+        progress.maybe_print(step, record)
       if step % tc.checkpoint_every == 0 or step == tc.steps or interrupted:
         _save_verified(last_mngr, step, {"state": state, "wall_time": wall})
       if interrupted:

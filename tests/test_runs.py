@@ -81,6 +81,7 @@ def test_identity_fields_exclude_eval_and_length_of_training():
 
 def test_a_field_added_later_matches_older_runs_at_its_old_value(tmp_path):
   c = _config()
+  c.train.length_sampling = "per_sequence"  # what every run did before the field existed
   old = {k: v for k, v in runs.identity_fields(c).items() if k not in runs.ADDED_FIELDS}
   with open(tmp_path / runs.IDENTITY_FILE, "w") as f:
     json.dump({"fields": old, "fingerprint": runs.fingerprint(old), "history": []}, f)

@@ -135,9 +135,9 @@ def test_dry_run_commands(tmp_path):
   proc, _ = _sweep("--sweep=table1", f"--root={tmp_path}", "--dry_run",
                    "--set", "train.steps=7", "--set", "seed=5")
   assert proc.returncode == 0, proc.stderr
-  lines = [l for l in proc.stdout.splitlines() if "experiments.main" in l]
+  lines = [l for l in proc.stdout.splitlines() if "sdssm_jax.cli.train" in l]
   assert len(lines) == 7
-  default = os.path.join(ROOT, "experiments", "configs", "default.py")
+  default = os.path.join(ROOT, "sdssm_jax", "experiment_configs", "sdssm.py")
   assert f"--config={default}:task=parity,model=sdssm" in lines[0]
   assert f"--workdir={tmp_path}/parity-sdssm-seed0" in lines[0]
   # --set applies after (and replaces) the run's own override.
@@ -187,7 +187,7 @@ def test_sweep_rerun_skips_finished(smoke_sweep):
   # Without --set train.steps=10 the smoke config's 30 steps are wanted: not finished.
   proc, _ = _sweep("--sweep=smoke", f"--root={root}", f"--config={SMOKE}", "--dry_run")
   assert proc.returncode == 0, proc.stdout + proc.stderr
-  assert proc.stdout.count("rerun ") == 2 and proc.stdout.count("experiments.main") == 2
+  assert proc.stdout.count("rerun ") == 2 and proc.stdout.count("sdssm_jax.cli.train") == 2
   # --summarize_only reproduces the summary.
   proc, _ = _sweep("--sweep=smoke", f"--root={root}", "--summarize_only")
   assert proc.returncode == 0 and proc.stdout.count("| ok |") == 2

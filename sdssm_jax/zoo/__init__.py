@@ -131,8 +131,12 @@ def verify(root: Optional[str] = None, verbose: bool = True) -> bool:
 
 
 def export(workdir: str, name: str, root: Optional[str] = None, which: str = "best",
-           notes: str = "", long_length: int = 10_000) -> Dict[str, Any]:
+           notes: str = "", long_length: int = 10_000,
+           recipe: Optional[str] = None) -> Dict[str, Any]:
   """Turns a finished run (``train_and_evaluate`` workdir) into a zoo entry.
+
+  ``recipe`` names the config in ``sdssm_jax/experiment_configs`` that reproduces the run
+  with one command (``zoo_<name>`` by convention); the card records that command.
 
   Writes ``params.msgpack`` and ``card.json`` under ``root/name``, with the run's test
   summary, and the accuracy and finiteness at ``long_length`` (64 sequences).
@@ -169,6 +173,9 @@ def export(workdir: str, name: str, root: Optional[str] = None, which: str = "be
                     f"never on the test sample (seed {cfg['eval']['seed']})"
                     if which == "best" else "last checkpoint"),
       "training_config": cfg, "notes": notes, "sha256": _sha256(path),
+      "recipe": None if recipe is None else {
+          "config": recipe, "command": f"sdssm-train --config={recipe} --workdir=runs/{recipe}",
+          "from_a_clone": f"python -m experiments.main --config={recipe} --workdir=runs/{recipe}"},
   }
   model, task, query = build_model(c)
   c["query_symbol"] = query

@@ -1,0 +1,44 @@
+"""Named experiment configs (big_vision style): one file per experiment.
+
+``--config=<name>[:<arg>]`` on any launcher resolves ``<name>`` to the file
+``sdssm_jax/experiment_configs/<name>.py`` inside the installed package, so the same
+command works from a wheel in any directory; a path ending in ``.py`` still works as an
+ml-collections config file. Each file's docstring gives its command and, for the recipes,
+the expected result and the time it took.
+
+* ``sdssm``: the official per-task settings (``:task=<name>,model=<name>``), 1M steps.
+* ``quickstart``: a first run of about a minute on 2 CPU cores.
+* ``smoke``: a tiny config that trains in seconds (tests).
+* ``zoo_<model>``: the recipe that trained each shipped zoo model.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import List
+
+__all__ = ["names", "path", "describe", "DIR"]
+
+DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def names() -> List[str]:
+  """The named configs, sorted."""
+  return sorted(f[:-3] for f in os.listdir(DIR)
+                if f.endswith(".py") and not f.startswith("_"))
+
+
+def path(name: str) -> str:
+  """The file of a named config; ``ValueError`` naming the valid ones if unknown."""
+  if name not in names():
+    raise ValueError(f"Unknown config {name!r}; valid named configs: {', '.join(names())} "
+                     "(or a path to a config file ending in .py).")
+  return os.path.join(DIR, f"{name}.py")
+
+
+def describe(name: str) -> str:
+  """The first line of a named config's docstring."""
+  with open(path(name)) as f:
+    text = f.read()
+  doc = text.split('"""')[1] if text.startswith('"""') else ""
+  return doc.strip().splitlines()[0] if doc.strip() else ""

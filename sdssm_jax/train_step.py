@@ -1,0 +1,236 @@
+"""The data-parallel train step: ONE gradient all-reduce per step.
+
+``make_train_step(model, task, optimizer, config, query_symbol, mesh)`` returns
+``step(state, data_key) -> (state, metrics)``. The whole step runs under
+``jax.shard_map`` over the mesh's ``"data"`` axis:
+
+1. every device samples the GLOBAL batch of step s from ``fold_in(data_key, s)`` (the
+   same batch whatever the device count: cheap next to the model) and keeps its slice
+   of ``batch_size / devices`` sequences (``axis_index``);
+2. per-device loss and gradients (``check_vma=False``: JAX inserts no implicit
+   reduction anywhere in the backward pass);
+3. one ``pmean`` of the gradient pytree and the scalar metrics: a single all-reduce
+   after the backward pass. (With ``jit`` + sharding constraints, as before, XLA placed
+   the all-reduce of the ``[V, N, N]`` transition-table gradient INSIDE the backward
+   scan's while body: one collective per time step.)
+4. the optimizer update on the replicated parameters, identical on every device.
+
+The loss is the mean over the global batch, so losses do not depend on the number of
+devices (up to float rounding).
+
+``config.train.length_sampling``:
+
+* ``"per_sequence"``: lengths drawn per sequence from ``min_length..train_length``,
+  padded to ``train_length`` (``data.training_batch``); one compiled program.
+* ``"per_batch"`` (the official protocol): ONE length n per step, uniform on
+  ``min_length..train_length``; all sequences of the batch have length n, zero-padded
+  to the smallest static bucket >= n (``data.length_buckets``: 8, 16, 24, 32, 40 for
+  lengths up to 40), so at most one program per bucket is compiled. The length of step
+  s is ``data.batch_length(fold_in(data_key, s), ...)``, a pure function of
+  ``(data_key, s)``; the host computes it ahead (in blocks of ``LENGTH_BLOCK`` steps) to
+  pick the bucket, so a resumed run sees the same lengths and is bit-exact.
+
+Metrics: ``loss``, ``accuracy``, ``grad_norm`` (of the reduced gradient, before
+clipping), ``length`` (the batch's mean task-input length: the step's n in per-batch
+mode, shortened by ``task.effective_length`` where the task does; query token excluded)
+and ``finite`` (1.0 iff the loss, the gradients and the updated parameters are all
+finite, else 0.0). The state is donated.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from sdssm_jax import data, evaluation
+
+__all__ = ["LENGTH_SAMPLING", "LENGTH_BLOCK", "TrainStep", "make_train_step"]
+
+LENGTH_SAMPLING = ("per_sequence", "per_batch")
+# Steps whose per-batch lengths the host computes in one call.
+LENGTH_BLOCK = 1024
+_AXIS = "data"
+
+
+def _all_finite(tree) -> jax.Array:
+  leaves = jax.tree_util.tree_leaves(tree)
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def _global_norm(tree) -> jax.Array:
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def _local_rows(batch: Dict[str, jax.Array], num_devices: int) -> Dict[str, jax.Array]:
+  """This device's contiguous slice of the global batch (device i: rows i*b..(i+1)*b)."""
+  if num_devices == 1:
+    return batch
+  size = next(iter(batch.values())).shape[0] // num_devices
+  start = jax.lax.axis_index(_AXIS) * size
+  return {k: jax.lax.dynamic_slice_in_dim(v, start, size, axis=0) for k, v in batch.items()}
+
+
+def _step_body(model, optimizer, num_devices: int, make_batch: Callable):
+  """The per-device step ``(state, data_key, *batch_args) -> (state, metrics)``, to run
+  inside ``shard_map`` with everything replicated in and out."""
+
+  def body(state, data_key, *batch_args):
+    key = jax.random.fold_in(data_key, state["step"])
+    batch = _local_rows(make_batch(key, *batch_args), num_devices)
+    params = state["params"]
+
+    def loss_fn(p):
+      logits = evaluation.read_logits(model, p, batch["inputs"], batch["read_pos"])
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+      return loss, jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+
+    # shard_map runs with check_vma=False: no implicit psum is inserted where the
+    # replicated parameters meet the sharded batch (with check_vma=True it would be the
+    # transpose of an implicit pvary, possibly inside the scan), so these gradients are
+    # per-device and the one explicit pmean below reduces them all at once.
+    (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    length = jnp.mean(batch["length"].astype(jnp.float32))
+    grads, loss, acc, length = jax.lax.pmean((grads, loss, acc, length), _AXIS)
+    updates, opt_state = optimizer.update(grads, state["opt_state"], params)
+    new_params = optax.apply_updates(params, updates)
+    finite = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(new_params)
+    new_state = {"step": state["step"] + 1, "params": new_params, "opt_state": opt_state}
+    metrics = {"loss": loss, "accuracy": acc, "grad_norm": _global_norm(grads),
+               "length": length, "finite": finite.astype(jnp.float32)}
+    return new_state, metrics
+
+  return body
+
+
+def _compile(body, mesh: Mesh, num_extra: int):
+  """``jit(shard_map(body))`` with the state donated and everything replicated."""
+  replicated = NamedSharding(mesh, P())
+  specs = (P(), P()) + (P(),) * num_extra
+  # check_vma=False: the scans of the models start from replicated zeros and carry
+  # per-device values (a vma type error otherwise), and gradients stay per-device (above).
+  mapped = jax.shard_map(body, mesh=mesh, in_specs=specs, out_specs=(P(), P()),
+                         check_vma=False)
+  return jax.jit(mapped, in_shardings=(replicated,) * len(specs),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
+
+
+class TrainStep:
+  """``step(state, data_key) -> (state, metrics)`` (see the module docstring).
+
+  Attributes:
+    length_sampling: ``"per_sequence"`` or ``"per_batch"``.
+    buckets: the static padded lengths (``(train_length,)`` for per-sequence).
+  """
+
+  def __init__(self, model, task, optimizer, config: ml_collections.ConfigDict,
+               query_symbol: Optional[int], mesh: Mesh):
+    tc = config.train
+    self.length_sampling = tc.get("length_sampling", "per_sequence")
+    if self.length_sampling not in LENGTH_SAMPLING:
+      raise ValueError(f"Unknown train.length_sampling {self.length_sampling!r}; valid "
+                       f"choices: {', '.join(LENGTH_SAMPLING)}.")
+    num_devices = mesh.devices.size
+    if tc.batch_size % num_devices:
+      raise ValueError(f"train.batch_size ({tc.batch_size}) must be divisible by the number "
+                       f"of devices ({num_devices}).")
+    self._min, self._max = int(tc.min_length), int(tc.train_length)
+    self._mesh = mesh
+    self._fns: Dict[int, Any] = {}
+    if self.length_sampling == "per_sequence":
+      self.buckets = (self._max,)
+      make_batch = lambda key: data.training_batch(task, key, tc.batch_size, self._min,
+                                                   self._max, query_symbol)
+      self._fns[self._max] = _compile(_step_body(model, optimizer, num_devices, make_batch),
+                                      mesh, 0)
+    else:
+      self.buckets = data.length_buckets(self._min, self._max)
+      for bucket in self.buckets:
+        make_batch = (lambda key, n, bucket=bucket: data.per_batch_training_batch(
+            task, key, tc.batch_size, n, bucket, query_symbol))
+        self._fns[bucket] = _compile(_step_body(model, optimizer, num_devices, make_batch),
+                                     mesh, 1)
+      lo, hi = self._min, self._max
+      self._length_table = jax.jit(lambda key, start: jax.vmap(
+          lambda s: data.batch_length(jax.random.fold_in(key, s), lo, hi))(
+              start + jnp.arange(LENGTH_BLOCK, dtype=jnp.int32)))
+    # Host-side caches (per_batch): the step counter, valid while the caller passes back
+    # the state this object returned; the lengths of one block of steps for one key.
+    self._next_step: Optional[int] = None
+    self._last_step_leaf = None
+    self._table_key = None
+    self._table_key_data: Optional[bytes] = None
+    self._table_start: Optional[int] = None
+    self._table: Optional[np.ndarray] = None
+
+  # ------------------------------------------------------------------ per-batch lengths
+
+  def length(self, data_key: jax.Array, step: int) -> int:
+    """The requested length of step ``step`` (0-based: the state's ``step`` before the
+    update) under ``data_key``, on the host. Per-batch mode only."""
+    if self.length_sampling != "per_batch":
+      raise ValueError("length() is defined for train.length_sampling='per_batch' only.")
+    if data_key is not self._table_key:
+      kd = np.asarray(jax.random.key_data(data_key)).tobytes()
+      if kd != self._table_key_data:
+        self._table, self._table_start, self._table_key_data = None, None, kd
+      self._table_key = data_key
+    start = step - step % LENGTH_BLOCK
+    if self._table_start != start:
+      self._table = np.asarray(self._length_table(data_key, jnp.int32(start)))
+      self._table_start = start
+    return int(self._table[step - start])
+
+  def _host_step(self, state) -> int:
+    leaf = state["step"]
+    if leaf is not self._last_step_leaf or self._next_step is None:
+      self._next_step = int(leaf)  # a state this object did not return: one host sync
+    return self._next_step
+
+  # ------------------------------------------------------------------------- the step
+
+  def __call__(self, state, data_key) -> Tuple[Dict[str, Any], Dict[str, jax.Array]]:
+    if self.length_sampling == "per_sequence":
+      return self._fns[self._max](state, data_key)
+    s = self._host_step(state)
+    n = self.length(data_key, s)
+    new_state, metrics = self._fns[data.bucket_for(self.buckets, n)](
+        state, data_key, np.int32(n))
+    self._last_step_leaf, self._next_step = new_state["step"], s + 1
+    return new_state, metrics
+
+  def lower(self, state, data_key, length: Optional[int] = None):
+    """``jax.jit(...).lower`` of the program that serves ``length`` (per-batch; default
+    the largest bucket), for inspecting the compiled HLO."""
+    if self.length_sampling == "per_sequence":
+      return self._fns[self._max].lower(state, data_key)
+    n = self._max if length is None else int(length)
+    return self._fns[data.bucket_for(self.buckets, n)].lower(state, data_key, np.int32(n))
+
+  def num_compiled(self) -> int:
+    """How many step programs have been compiled so far (at most ``len(buckets)`` while
+    the inputs keep the shardings the step returns)."""
+    return sum(fn._cache_size() for fn in self._fns.values())  # jax-private, 0.4 .. 0.10
+
+
+def make_train_step(model, task, optimizer, config: ml_collections.ConfigDict,
+                    query_symbol: Optional[int], mesh: Mesh) -> TrainStep:
+  """The data-parallel ``step(state, data_key) -> (state, metrics)`` for ``config``.
+
+  Args:
+    model, task, optimizer, query_symbol: as from ``train.make_model`` and
+      ``train.make_optimizer``.
+    config: the experiment config (``train.batch_size``, ``min_length``,
+      ``train_length``, ``length_sampling``).
+    mesh: a 1-D mesh with axis ``"data"`` (``train.make_mesh()``); ``batch_size`` must
+      be divisible by its size.
+  Returns:
+    A :class:`TrainStep`; call it with the state (replicated over ``mesh``, as
+    ``train.init_state(..., mesh)`` makes it) and the data key of the run.
+  """
+  return TrainStep(model, task, optimizer, config, query_symbol, mesh)
