@@ -15,6 +15,7 @@ its type:
   (real or complex), i.e. ``h_t[i] = sum_{j: rows[j] = i} diag[j] h_{t-1}[j] + b_t[i]``, a
   scatter-add (PD-SSM, arXiv 2509.22284). Products of PD matrices are PD
   (:func:`pd_compose`), so every backend runs in Θ(N) per step instead of Θ(N^2)/Θ(N^3).
+  The PD helpers live in :mod:`sdssm_jax.pd_ops` and are re-exported here.
 
 and, for token models, in an *indexed* form: with ``index`` (int ``[..., L]``) given,
 ``A`` is a table of per-symbol transitions, ``[V, N, N]``, ``[V, N]`` or
@@ -22,16 +23,20 @@ and, for token models, in an *indexed* form: with ``index`` (int ``[..., L]``) g
 lazily: per step in the sequential backend, per chunk in the chunked backend, and all at
 once in the associative backend.
 
-Backends (``method=``):
+Backends (``method=``), one private function each, as in recurrentgemma's
+``jax/scan.py``; :func:`linear_recurrence` validates, promotes dtypes, broadcasts and
+moves time to the front, then dispatches on the method:
 
-* ``"sequential"``: ``jax.lax.scan`` over time. Θ(L N^2) work (Θ(L N) for diagonal and PD
-  transitions), Θ(L) depth. Fastest on CPUs.
-* ``"associative"``: ``jax.lax.associative_scan`` with the combine
-  ``(A2, b2) o (A1, b1) = (A2 A1, A2 b1 + b2)``. Θ(L N^3) work for dense transitions,
-  Θ(L N) for diagonal and PD ones, Θ(log L) depth. Meant for GPUs and TPUs.
-* ``"chunked"``: associative scan inside chunks of ``chunk_size`` steps, the state
-  carried across chunks by ``jax.lax.scan``; the prefix products are materialised for
-  one chunk at a time, so memory is bounded by the chunk rather than by L.
+* ``"sequential"`` (:func:`_sequential_scan`, :func:`_rescaled_sequential_scan`):
+  ``jax.lax.scan`` over time. Θ(L N^2) work (Θ(L N) for diagonal and PD transitions),
+  Θ(L) depth. Fastest on CPUs.
+* ``"associative"`` (:func:`_associative_scan`): ``jax.lax.associative_scan`` with the
+  combine ``(A2, b2) o (A1, b1) = (A2 A1, A2 b1 + b2)``. Θ(L N^3) work for dense
+  transitions, Θ(L N) for diagonal and PD ones, Θ(log L) depth. Meant for GPUs and TPUs.
+* ``"chunked"`` (:func:`_chunked_scan`): associative scan inside chunks of
+  ``chunk_size`` steps, the state carried across chunks by ``jax.lax.scan``; the prefix
+  products are materialised for one chunk at a time, so memory is bounded by the chunk
+  rather than by L.
 
 All backends accumulate in at least float32 (complex64 when anything is complex), and
 run matrix products at the highest precision, whatever the input dtype.
@@ -39,14 +44,13 @@ run matrix products at the highest precision, whatever the input dtype.
 
 from __future__ import annotations
 
-import math
-from typing import NamedTuple, Optional, Union
+from typing import Optional, Tuple, Union
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from sdssm_jax.validation import is_traced
+# Re-exported: ``scan.PD``, ``scan.pd_apply``, ... are the public names.
+from sdssm_jax.pd_ops import PD, _check_pd, pd_apply, pd_compose, pd_to_dense
 
 __all__ = ["METHODS", "PD", "RESCALE_BITS", "default_method", "ldexp", "linear_recurrence",
            "pd_apply", "pd_compose", "pd_to_dense", "renormalize"]
@@ -77,7 +81,8 @@ def renormalize(h: jax.Array, k: jax.Array):
 
 
 def default_method(platform: Optional[str] = None) -> str:
-  """The fastest backend for a platform (measured, see ``experiments/benchmark.py``).
+  """The fastest backend for a platform (measured, see ``sdssm-bench`` (``sdssm_jax/cli/bench.py``) and
+  ``experiments/device_benchmark.py``).
 
   Args:
     platform: ``"cpu"``, ``"gpu"``, ``"tpu"`` (or ``"cuda"``/``"rocm"``); defaults to
@@ -91,106 +96,12 @@ def default_method(platform: Optional[str] = None) -> str:
 
 
 def _check_method(method: str) -> None:
+  """Raises ``ValueError`` naming ``METHODS`` when ``method`` is not one of them."""
   if method not in METHODS:
     raise ValueError(f"Unknown scan method {method!r}; valid choices: {', '.join(METHODS)}.")
 
 
-# ------------------------------------------------------------------------ PD transitions
-
-
-class PD(NamedTuple):
-  """PD transitions ``P D`` by their sparse parts (one matrix per index of ``[...]``).
-
-  Attributes:
-    rows: int ``[..., N]``: column ``j`` of ``P`` has its single 1 in row ``rows[..., j]``
-      (entries in ``[0, N)``; repeats allowed, so ``P`` need not be a permutation).
-    diag: real or complex ``[..., N]`` (the shape of ``rows``), the diagonal of ``D``.
-  """
-
-  rows: jax.Array
-  diag: jax.Array
-
-
-def pd_apply(rows: jax.Array, diag: jax.Array, h: jax.Array) -> jax.Array:
-  """``(P D) h`` as a scatter-add: ``out[..., i] = sum_{j: rows[..., j] = i} diag[..., j]
-  h[..., j]``. Θ(N) work.
-
-  Args:
-    rows: int ``[..., N]``, entries in ``[0, N)``.
-    diag: ``[..., N]``.
-    h: ``[..., N]``; the leading dims of all three broadcast.
-  Returns:
-    ``[..., N]`` in the dtype of ``diag * h``. Differentiable w.r.t. ``diag`` and ``h``
-    (the transpose of the scatter-add is a gather); ``rows`` carries no gradient.
-  """
-  v = diag * h
-  shape = jnp.broadcast_shapes(jnp.shape(rows), v.shape)
-  n, m = shape[-1], math.prod(shape[:-1])
-  # One segment_sum over the flattened batch: sequence r's row i is segment r * N + i
-  # (on CPU slightly faster than a vmapped .at[rows].add, forward and gradient).
-  ids = (jnp.broadcast_to(rows, shape).reshape(m, n).astype(jnp.int32)
-         + n * jnp.arange(m, dtype=jnp.int32)[:, None])
-  out = jax.ops.segment_sum(jnp.broadcast_to(v, shape).reshape(m * n), ids.reshape(m * n),
-                            num_segments=m * n)
-  return out.reshape(shape)
-
-
-def pd_compose(first: PD, second: PD) -> PD:
-  """The product ``(P2 D2) (P1 D1)`` of two PD transitions, itself PD. Θ(N) work.
-
-  ``rows[j] = rows2[rows1[j]]`` and ``diag[j] = diag2[rows1[j]] * diag1[j]``.
-
-  Args:
-    first: ``PD(rows1, diag1)``, each ``[..., N]``: the transition applied first.
-    second: ``PD(rows2, diag2)``, each ``[..., N]``: the transition applied after it.
-      Leading dims broadcast.
-  Returns:
-    ``PD(rows, diag)``, each ``[..., N]``.
-  """
-  (r1, d1), (r2, d2) = first, second
-  shape = jnp.broadcast_shapes(*(jnp.shape(x) for x in (r1, d1, r2, d2)))
-  r1 = jnp.broadcast_to(r1, shape)
-  take = lambda x: jnp.take_along_axis(jnp.broadcast_to(x, shape), r1, axis=-1)
-  return PD(take(r2), take(d2) * d1)
-
-
-def pd_to_dense(rows: jax.Array, diag: jax.Array) -> jax.Array:
-  """The dense matrices ``P D``: ``out[..., i, j] = diag[..., j] if rows[..., j] == i``.
-
-  Args:
-    rows: int ``[..., N]``.
-    diag: ``[..., N]``.
-  Returns:
-    ``[..., N, N]`` in the dtype of ``diag``.
-  """
-  diag = jnp.asarray(diag)
-  n = diag.shape[-1]
-  return jax.nn.one_hot(rows, n, axis=-2, dtype=diag.dtype) * diag[..., None, :]
-
-
-def _check_pd(A: PD, b_shape: tuple, indexed: bool) -> PD:
-  """Validates PD transitions against ``b`` ``[..., L, N]``; rows as int32."""
-  L, N = b_shape[-2:]
-  rows, diag = jnp.asarray(A.rows), jnp.asarray(A.diag)
-  if not jnp.issubdtype(rows.dtype, jnp.integer):
-    raise ValueError(f"PD.rows must be integer row indices, got dtype {rows.dtype}.")
-  if rows.shape != diag.shape:
-    raise ValueError(f"PD.rows and PD.diag must have the same shape, got {rows.shape} and "
-                     f"{diag.shape}.")
-  if indexed and (rows.ndim != 2 or rows.shape[-1] != N):
-    raise ValueError(f"With index, PD rows and diag must be a table [V, {N}] to match b "
-                     f"{b_shape}, got {rows.shape}.")
-  if not indexed and (rows.ndim < 2 or rows.shape[-2:] != (L, N)):
-    raise ValueError(f"PD rows and diag must be [..., {L}, {N}] to match b {b_shape}, got "
-                     f"{rows.shape}.")
-  if not is_traced(rows) and rows.size:
-    r = np.asarray(rows)
-    if r.min() < 0 or r.max() >= N:
-      raise ValueError(f"PD.rows must lie in [0, {N}), got values in [{r.min()}, {r.max()}].")
-  return PD(rows.astype(jnp.int32), diag)
-
-
-# ------------------------------------------------------------------------- the backends
+# ------------------------------------------------------------------------ the primitives
 
 # Structures: "dense" ([..., N, N] per step), "diagonal" ([..., N]) and "pd" (PD of
 # [..., N] each). _STRUCT_DIMS: trailing dims of one step's transition (per PD leaf).
@@ -209,7 +120,12 @@ def _apply(a: Transition, h: jax.Array, kind: str) -> jax.Array:
 
 
 def _combine(kind: str):
-  """The associative operator on (A, b) pairs; ``first`` precedes ``second`` in time."""
+  """The associative operator on (A, b) pairs; ``first`` precedes ``second`` in time.
+
+  Returns:
+    ``combine((a1, b1), (a2, b2)) -> (a2 a1, a2 b1 + b2)`` with each ``a`` ``[..., N, N]``
+    (dense), ``[..., N]`` (diagonal) or PD of ``[..., N]``, each ``b`` ``[..., N]``.
+  """
 
   def combine(first, second):
     a1, b1 = first
@@ -238,7 +154,14 @@ def _associative(a: Transition, b: jax.Array, kind: str, axis: int = 0):
 
 
 def _take(table: Transition, idx: jax.Array) -> Transition:
-  """Per-symbol transitions ``table[idx]`` (each PD leaf gathered alike)."""
+  """Per-symbol transitions ``table[idx]`` (each PD leaf gathered alike).
+
+  Args:
+    table: [V, N, N], [V, N] or PD of [V, N].
+    idx: int [...].
+  Returns:
+    [..., N, N], [..., N] or PD of [..., N].
+  """
   return _tmap(lambda x: x[idx], table)
 
 
@@ -258,6 +181,184 @@ def _gather_table_step(table: Transition, idx: jax.Array, h: jax.Array, kind: st
   # a [..., N, N] matrix per sequence when V is small, as it is for automata.
   all_symbols = jnp.einsum("vij,...j->...vi", table, h, precision=_HIGHEST)
   return jnp.take_along_axis(all_symbols, idx[..., None, None], axis=-2)[..., 0, :]
+
+
+def _step(a_t, h: jax.Array, kind: str, table: Optional[Transition]) -> jax.Array:
+  """One step's transition applied to the state (no input added).
+
+  Args:
+    a_t: this step's transitions, [*batch, N, N], [*batch, N] or PD of [*batch, N]; or,
+      with ``table``, int [*batch] symbols.
+    h: [*batch, N].
+    table: None, or the per-symbol table [V, N, N], [V, N] or PD of [V, N].
+  Returns:
+    [*batch, N].
+  """
+  if table is not None:
+    return _gather_table_step(table, a_t, h, kind)
+  return _apply(a_t, h, kind)
+
+
+# --------------------------------------------------------------------------- the backends
+#
+# Every backend works time-major and on already validated, promoted and broadcast inputs:
+#   a:  the transitions [L, *batch, N, N] (dense), [L, *batch, N] (diagonal) or PD of
+#       [L, *batch, N]; or, when ``table`` is given, int symbols [L, *batch] into it;
+#   b:  [L, *batch, N];   h0: [*batch, N];
+#   table: None, or the per-symbol transitions [V, N, N], [V, N] or PD of [V, N].
+# and returns the states [L, *batch, N].
+
+
+def _sequential_scan(a, b: jax.Array, h0: jax.Array, kind: str,
+                     table: Optional[Transition] = None) -> jax.Array:
+  """``jax.lax.scan`` over time: ``h_t = A_t h_{t-1} + b_t``.
+
+  Args:
+    a: [L, *batch, N, N], [L, *batch, N] or PD of [L, *batch, N]; int [L, *batch] with
+      ``table``.
+    b: [L, *batch, N].
+    h0: [*batch, N].
+    kind: "dense", "diagonal" or "pd".
+    table: None, or [V, N, N], [V, N] or PD of [V, N].
+  Returns:
+    States [L, *batch, N].
+  """
+  def step(h, xs):
+    at, bt = xs
+    h = _step(at, h, kind, table) + bt
+    return h, h
+
+  _, hs = jax.lax.scan(step, h0, (a, b))
+  return hs
+
+
+def _rescaled_sequential_scan(a, b: jax.Array, h0: jax.Array, kind: str,
+                              table: Optional[Transition] = None
+                              ) -> Tuple[jax.Array, jax.Array]:
+  """The sequential scan with the state carried as ``mantissa * 2**exponent``.
+
+  Each step computes ``m_t = A_t m_{t-1} + b_t * 2**-k_{t-1}`` and then
+  :func:`renormalize` s it, so ``h_t = m_t * 2**k_t`` exactly.
+
+  Args:
+    a: [L, *batch, N, N], [L, *batch, N] or PD of [L, *batch, N]; int [L, *batch] with
+      ``table``.
+    b: [L, *batch, N].
+    h0: [*batch, N] (exponent 0).
+    kind: "dense", "diagonal" or "pd".
+    table: None, or [V, N, N], [V, N] or PD of [V, N].
+  Returns:
+    ``(mantissas [L, *batch, N], int32 exponents [L, *batch])``.
+  """
+  def step(carry, xs):
+    h, k = carry
+    at, bt = xs
+    h = _step(at, h, kind, table)
+    h, k = renormalize(h + ldexp(bt, -k), k)
+    return (h, k), (h, k)
+
+  _, (hs, ks) = jax.lax.scan(step, (h0, jnp.zeros(h0.shape[:-1], jnp.int32)), (a, b))
+  return hs, ks
+
+
+def _associative_scan(a, b: jax.Array, h0: jax.Array, kind: str,
+                      table: Optional[Transition] = None) -> jax.Array:
+  """``jax.lax.associative_scan`` over the whole sequence (the table gathered at once).
+
+  Args:
+    a: [L, *batch, N, N], [L, *batch, N] or PD of [L, *batch, N]; int [L, *batch] with
+      ``table``.
+    b: [L, *batch, N].
+    h0: [*batch, N].
+    kind: "dense", "diagonal" or "pd".
+    table: None, or [V, N, N], [V, N] or PD of [V, N].
+  Returns:
+    States [L, *batch, N].
+  """
+  if table is not None:
+    a = _take(table, a)
+  # Fold the initial state into the first input: b_1 <- A_1 h0 + b_1.
+  b = b.at[0].add(_apply(_tmap(lambda x: x[0], a), h0, kind))
+  _, hs = _associative(a, b, kind)
+  return hs
+
+
+def _chunked_scan(a, b: jax.Array, h0: jax.Array, kind: str,
+                  table: Optional[Transition] = None, chunk_size: int = 64) -> jax.Array:
+  """Associative scans inside chunks of ``chunk_size`` steps, chained by ``lax.scan``.
+
+  Args:
+    a: [L, *batch, N, N], [L, *batch, N] or PD of [L, *batch, N]; int [L, *batch] with
+      ``table`` (gathered one chunk at a time).
+    b: [L, *batch, N].
+    h0: [*batch, N].
+    kind: "dense", "diagonal" or "pd".
+    table: None, or [V, N, N], [V, N] or PD of [V, N].
+    chunk_size: steps per chunk, >= 1.
+  Returns:
+    States [L, *batch, N].
+  """
+  L = b.shape[0]
+  chunk_size = min(chunk_size, L)  # no padded work when one chunk covers everything
+  num_chunks = -(-L // chunk_size)
+  pad = num_chunks * chunk_size - L
+  # Padding goes at the end and its outputs are dropped, so its values are moot (zero
+  # PD rows are valid rows).
+  def chunks(x):
+    x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
+    return x.reshape((num_chunks, chunk_size) + x.shape[1:])
+  xs = (_tmap(chunks, a), chunks(b))
+
+  def chunk_step(h, xs):
+    ac, bc = xs
+    if table is not None:
+      ac = _take(table, ac)
+    prods, hl = _associative(ac, bc, kind)
+    hc = _apply(prods, h[None], kind) + hl
+    return hc[-1], hc
+
+  _, hs = jax.lax.scan(chunk_step, h0, xs)
+  return hs.reshape((num_chunks * chunk_size,) + hs.shape[2:])[:L]
+
+
+# ----------------------------------------------------------------------------- the front
+
+
+def _structure(A: Transition, b_shape: tuple, indexed: bool):
+  """Validates the transitions against ``b`` ``[..., L, N]`` and names their structure.
+
+  Args:
+    A: as :func:`linear_recurrence` takes it: ``[..., L, N, N]``, ``[..., L, N]`` or PD of
+      ``[..., L, N]``; with ``indexed``, a table ``[V, N, N]``, ``[V, N]`` or PD of
+      ``[V, N]``.
+    b_shape: the shape ``[..., L, N]`` of ``b``.
+    indexed: whether an ``index`` selects rows of a table.
+  Returns:
+    ``(kind, A, lead)``: ``kind`` one of ``"dense"``, ``"diagonal"``, ``"pd"``; ``A`` as
+    arrays (PD rows int32); ``lead`` the batch dims ``[...]`` of ``A`` (``()`` when
+    indexed).
+  """
+  L, N = b_shape[-2:]
+  if isinstance(A, PD):
+    A = _check_pd(A, b_shape, indexed)
+    return "pd", A, A.rows.shape[:-2]
+  A = jnp.asarray(A)
+  if indexed:
+    if A.ndim not in (2, 3) or A.shape[-1] != N or (A.ndim == 3 and A.shape[-2] != N):
+      raise ValueError(
+          f"With index, A must be a table [V, {N}, {N}] or [V, {N}] (or PD), got "
+          f"{A.shape}.")
+    return ("dense" if A.ndim == 3 else "diagonal"), A, ()
+  fits_dense = A.ndim >= 3 and A.shape[-3:] == (L, N, N)
+  fits_diagonal = A.ndim >= 2 and A.shape[-2:] == (L, N)
+  if not (fits_dense or fits_diagonal):
+    raise ValueError(
+        f"A must be dense [..., {L}, {N}, {N}], diagonal [..., {L}, {N}] or PD of "
+        f"[..., {L}, {N}] to match b {b_shape}, got {A.shape}.")
+  # Only when L == N can both fit; then equal batch ranks decide.
+  dense = fits_dense and (not fits_diagonal or A.ndim == len(b_shape) + 1)
+  kind = "dense" if dense else "diagonal"
+  return kind, A, A.shape[: A.ndim - 1 - _STRUCT_DIMS[kind]]
 
 
 def linear_recurrence(
@@ -294,6 +395,7 @@ def linear_recurrence(
     complex). With ``rescale=True``: ``(mantissa, exponent)``, the mantissa shaped like
     ``h`` and the int32 exponent ``[..., L]``, with ``h = mantissa * 2**exponent``.
   """
+  # Validation.
   _check_method(method)
   if rescale and method != "sequential":
     raise ValueError(f"rescale=True needs method='sequential', got {method!r}.")
@@ -307,32 +409,10 @@ def linear_recurrence(
     index = jnp.asarray(index)
     if index.shape[-1:] != (L,):
       raise ValueError(f"index must be int [..., {L}] to match b {b.shape}, got {index.shape}.")
-
-  if isinstance(A, PD):
-    kind = "pd"
-    A = _check_pd(A, b.shape, index is not None)
-    lead = A.rows.shape[:-2]
-  else:
-    A = jnp.asarray(A)
-    if index is not None:
-      if A.ndim not in (2, 3) or A.shape[-1] != N or (A.ndim == 3 and A.shape[-2] != N):
-        raise ValueError(
-            f"With index, A must be a table [V, {N}, {N}] or [V, {N}] (or PD), got "
-            f"{A.shape}.")
-      kind = "dense" if A.ndim == 3 else "diagonal"
-    else:
-      fits_dense = A.ndim >= 3 and A.shape[-3:] == (L, N, N)
-      fits_diagonal = A.ndim >= 2 and A.shape[-2:] == (L, N)
-      if not (fits_dense or fits_diagonal):
-        raise ValueError(
-            f"A must be dense [..., {L}, {N}, {N}], diagonal [..., {L}, {N}] or PD of "
-            f"[..., {L}, {N}] to match b {b.shape}, got {A.shape}.")
-      # Only when L == N can both fit; then equal batch ranks decide.
-      dense = fits_dense and (not fits_diagonal or A.ndim == b.ndim + 1)
-      kind = "dense" if dense else "diagonal"
-      lead = A.shape[: A.ndim - 1 - _STRUCT_DIMS[kind]]
+  kind, A, lead = _structure(A, b.shape, index is not None)
   batch = jnp.broadcast_shapes(index.shape[:-1] if index is not None else lead, b.shape[:-2])
 
+  # Dtype promotion: at least float32, complex when anything is.
   values = A.diag if kind == "pd" else A
   dtypes = [values.dtype, b.dtype] + ([jnp.asarray(h0).dtype] if h0 is not None else [])
   dtype = jnp.result_type(jnp.float32, *dtypes)
@@ -341,71 +421,25 @@ def linear_recurrence(
   h0 = (jnp.zeros(batch + (N,), dtype) if h0 is None
         else jnp.broadcast_to(jnp.asarray(h0).astype(dtype), batch + (N,)))
 
-  # Time-major layout: [L, *batch, ...].
+  # Time-major layout: [L, *batch, ...]. Indexed: the symbols step, the table stays whole.
   b_t = jnp.moveaxis(b, -2, 0)
   if index is not None:
-    idx_t = jnp.moveaxis(jnp.broadcast_to(index, batch + (L,)), -1, 0)
+    a_t, table = jnp.moveaxis(jnp.broadcast_to(index, batch + (L,)), -1, 0), A
   else:
     time = -1 - _STRUCT_DIMS[kind]  # the time axis of A (of each PD leaf)
     a_t = _tmap(lambda x: jnp.moveaxis(jnp.broadcast_to(x, batch + x.shape[time:]), time, 0),
                 A)
+    table = None
 
-  if method == "sequential" and rescale:
-    def step(carry, xs):
-      h, k = carry
-      if index is not None:
-        i, bt = xs
-        h = _gather_table_step(A, i, h, kind)
-      else:
-        at, bt = xs
-        h = _apply(at, h, kind)
-      h, k = renormalize(h + ldexp(bt, -k), k)
-      return (h, k), (h, k)
-    xs = (idx_t if index is not None else a_t, b_t)
-    _, (hs, ks) = jax.lax.scan(step, (h0, jnp.zeros(batch, jnp.int32)), xs)
-    return jnp.moveaxis(hs, 0, -2), jnp.moveaxis(ks, 0, -1)
-
-  if method == "sequential":
-    if index is not None:
-      def step(h, xs):
-        i, bt = xs
-        h = _gather_table_step(A, i, h, kind) + bt
-        return h, h
-      _, hs = jax.lax.scan(step, h0, (idx_t, b_t))
-    else:
-      def step(h, xs):
-        at, bt = xs
-        h = _apply(at, h, kind) + bt
-        return h, h
-      _, hs = jax.lax.scan(step, h0, (a_t, b_t))
-
-  elif method == "associative":
-    if index is not None:
-      a_t = _take(A, idx_t)
-    # Fold the initial state into the first input: b_1 <- A_1 h0 + b_1.
-    b_t = b_t.at[0].add(_apply(_tmap(lambda x: x[0], a_t), h0, kind))
-    _, hs = _associative(a_t, b_t, kind)
-
-  else:  # chunked
-    chunk_size = min(chunk_size, L)  # no padded work when one chunk covers everything
-    num_chunks = -(-L // chunk_size)
-    pad = num_chunks * chunk_size - L
-    # Padding goes at the end and its outputs are dropped, so its values are moot (zero
-    # PD rows are valid rows).
-    def chunks(x):
-      x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
-      return x.reshape((num_chunks, chunk_size) + x.shape[1:])
-    xs = (chunks(idx_t) if index is not None else _tmap(chunks, a_t), chunks(b_t))
-
-    def chunk_step(h, xs):
-      ac, bc = xs
-      if index is not None:
-        ac = _take(A, ac)
-      prods, hl = _associative(ac, bc, kind)
-      hc = _apply(prods, h[None], kind) + hl
-      return hc[-1], hc
-
-    _, hs = jax.lax.scan(chunk_step, h0, xs)
-    hs = hs.reshape((num_chunks * chunk_size,) + hs.shape[2:])[:L]
-
+  # Dispatch.
+  match method:
+    case "sequential" if rescale:
+      hs, ks = _rescaled_sequential_scan(a_t, b_t, h0, kind, table)
+      return jnp.moveaxis(hs, 0, -2), jnp.moveaxis(ks, 0, -1)
+    case "sequential":
+      hs = _sequential_scan(a_t, b_t, h0, kind, table)
+    case "associative":
+      hs = _associative_scan(a_t, b_t, h0, kind, table)
+    case "chunked":
+      hs = _chunked_scan(a_t, b_t, h0, kind, table, chunk_size)
   return jnp.moveaxis(hs, 0, -2)
