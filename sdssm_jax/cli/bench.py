@@ -81,6 +81,7 @@ class Settings:
   chunk_size: Optional[int] = None  # None: the model's default
   learning_rate: float = 1e-4
   torch: bool = True
+  protocol_only: bool = False  # only the real train step vs PyTorch at the official protocol
   seed: int = 0
   json_out: Optional[str] = None
 
@@ -347,7 +348,7 @@ def run(s: Settings, log=print) -> Dict[str, Any]:
   chunk = {} if s.chunk_size is None else {"chunk_size": s.chunk_size}
   init_model = SDSSM(s.vocab_size, s.num_classes, s.state_size, s.num_matrices, s.p_norm,
                      scan="sequential")
-  for length in s.lengths:
+  for length in ([] if s.protocol_only else s.lengths):
     tokens, labels = _data(s, length)
     params = init_model.init(jax.random.PRNGKey(s.seed), tokens)["params"]
     base = {"L": length, "B": s.batch, "N": s.state_size, "K": s.num_matrices}
@@ -383,6 +384,7 @@ def run(s: Settings, log=print) -> Dict[str, Any]:
       log(_format_row(row))
 
   pipeline = pipeline_bench(s, log)
+  official = torch_protocol_bench(s, pipeline["train_length"]) if s.torch else None
   ratios = _ratios(rows)
   total = time.perf_counter() - start
   log("")
@@ -396,13 +398,18 @@ def run(s: Settings, log=print) -> Dict[str, Any]:
       f"at end {info['loadavg_at_end']} (other processes may share the {info['cores']} cores)")
   naive40 = [r for r in rows if r["method"] == NAIVE and r["L"] == min(s.lengths)]
   torch40 = [r for r in rows if r["method"] == TORCH and r["L"] == min(s.lengths)]
-  log(f"real training step (train.make_train_step: sampling, per-sequence lengths 1.."
-      f"{pipeline['train_length']}, query token, Adam, clipping): "
-      f"{pipeline['train_steps_per_s']:.1f} steps/s"
-      + (f" = {pipeline['train_steps_per_s'] / naive40[0]['train_steps_per_s']:.1f}x naive-jax"
-         if naive40 else "")
-      + (f" = {pipeline['train_steps_per_s'] / torch40[0]['train_steps_per_s']:.1f}x torch-naive"
-         if torch40 else "") + f" (at L={min(s.lengths)})")
+  log(f"real training step at the official protocol (train.make_train_step: parity, ONE "
+      f"length per batch from 1..{pipeline['train_length']} plus query token, buckets "
+      f"{pipeline['buckets']} compiled in {pipeline['compile_s']:.1f} s before timing, Adam, "
+      f"clipping): {pipeline['train_steps_per_s']:.1f} steps/s over {pipeline['train_n']} "
+      f"steps (mean length {pipeline['mean_length']:.1f})")
+  if official is not None:
+    ratio = pipeline["train_steps_per_s"] / official["train_steps_per_s"]
+    log(f"the official algorithm in PyTorch at the same protocol: "
+        f"{official['train_steps_per_s']:.2f} steps/s over {official['train_n']} steps "
+        f"({official['torch_threads']} threads): sdssm_jax is {ratio:.1f}x faster")
+    official["ratio"] = ratio
+  pipeline["torch_official_protocol"] = official
   log(f"range evaluation (lengths 1..{pipeline['eval_max_length']} x "
       f"{pipeline['eval_num_per_length']}, prefix trick): {pipeline['eval_s']:.2f} s "
       f"(first call, compilation included: {pipeline['eval_first_s']:.2f} s)")
@@ -410,15 +417,24 @@ def run(s: Settings, log=print) -> Dict[str, Any]:
           "checks": checks, "ratios": ratios, "pipeline": pipeline, "total_s": total}
 
 
-def pipeline_bench(s: Settings, log=print) -> Dict[str, Any]:
-  """The library's real training step and the range evaluation, as users run them."""
-  from sdssm_jax import configs, evaluation, train
-  c = configs.get_config("task=cycle_navigation")
+def _official_protocol_config(s: Settings):
+  """The official protocol: parity, one length per batch from 1..40 plus a query token,
+  B, N, K as in ``s`` (smaller lengths with ``--quick``)."""
+  from sdssm_jax import configs
+  c = configs.get_config("task=parity")
   c.train.batch_size = s.batch
-  c.train.train_length = min(s.lengths)
+  c.train.train_length = 40 if s.batch >= 64 else 8
+  c.train.length_sampling = "per_batch"
   c.model_config.state_size = s.state_size
   c.model_config.num_matrices = s.num_matrices
-  c.model_config.p_norm = s.p_norm
+  return c
+
+
+def pipeline_bench(s: Settings, log=print) -> Dict[str, Any]:
+  """The library's real training step at the official protocol (every length bucket
+  compiled before timing) and the range evaluation, as users run them."""
+  from sdssm_jax import evaluation, train
+  c = _official_protocol_config(s)
   model, task, query = train.make_model(c)
   optimizer, _ = train.make_optimizer(c.optimizer, c.train.steps)
   mesh = train.make_mesh()
@@ -429,21 +445,78 @@ def pipeline_bench(s: Settings, log=print) -> Dict[str, Any]:
   def train_call():
     nonlocal state
     state, metrics = step(state, key)
-    jax.block_until_ready(metrics)
+    return metrics
 
-  train_call()  # compile
+  t0, warm = time.perf_counter(), 0  # compile every bucket first
+  while step.num_compiled() < len(step.buckets) and warm < 2000:
+    jax.block_until_ready(train_call())
+    warm += 1
+  compile_s = time.perf_counter() - t0
   n, t0 = 0, time.perf_counter()
-  while n < 20 or (time.perf_counter() - t0 < s.budget_s and n < 2000):
-    train_call()
+  lengths = []
+  while n < 200 or (time.perf_counter() - t0 < s.budget_s and n < 5000):
+    lengths.append(train_call()["length"])
     n += 1
+  jax.block_until_ready(lengths[-1])
   steps_per_s = n / (time.perf_counter() - t0)
   max_len, per_len = (40, 16) if s.batch < 64 else (500, 512)
   kw = dict(max_length=max_len, num_per_length=per_len, query_symbol=query)
   first = _timed(lambda: evaluation.evaluate_range(model, state["params"], task, **kw))
   again = _timed(lambda: evaluation.evaluate_range(model, state["params"], task, **kw))
   return {"train_steps_per_s": steps_per_s, "train_n": n, "train_length": c.train.train_length,
+          "mean_length": float(np.mean(jax.device_get(lengths))),
+          "buckets": list(step.buckets), "warmup_steps": warm, "compile_s": compile_s,
           "eval_s": again, "eval_first_s": first, "eval_max_length": max_len,
           "eval_num_per_length": per_len}
+
+
+def torch_protocol_bench(s: Settings, train_length: int) -> Optional[Dict[str, Any]]:
+  """The official release's training loop at its own protocol, in PyTorch (CPU): each step
+  draws ONE length n from 1..train_length, samples a parity batch of n symbols plus the
+  query token, runs the per-step loop (each sequence's transition materialised at every
+  step), cross-entropy at the query position, clipping 1.0, Adam. Data generation is in
+  the timed step, as in the release."""
+  if torch is None:
+    return None
+  gen = torch.Generator().manual_seed(s.seed)
+  V, C, N, K, p = 3, 2, s.state_size, s.num_matrices, 1.2  # parity + query; official p
+  P = {"w_s": torch.randn(V, K, generator=gen) / V ** 0.5, "c_s": torch.zeros(K),
+       "A": torch.randn(K, N, N, generator=gen) / N ** 0.5, "B": torch.randn(V, N,
+                                                                          generator=gen),
+       "g": torch.ones(N), "beta": torch.zeros(N),
+       "w_o": torch.randn(N, C, generator=gen) / N ** 0.5, "c_o": torch.zeros(C)}
+  for v in P.values():
+    v.requires_grad_(True)
+  opt = torch.optim.Adam(list(P.values()), lr=s.learning_rate)
+  rng = np.random.default_rng(s.seed)
+
+  def step():
+    n = int(rng.integers(1, train_length + 1))
+    bits = rng.integers(0, 2, size=(s.batch, n))
+    tok = torch.tensor(np.concatenate([bits, np.full((s.batch, 1), 2)], 1), dtype=torch.long)
+    lab = torch.tensor(bits.sum(1) % 2, dtype=torch.long)
+    x = torch.zeros(s.batch, N)
+    for t in range(n + 1):
+      u = torch.nn.functional.one_hot(tok[:, t], V).float()
+      w = torch.softmax(u @ P["w_s"] + P["c_s"], dim=-1)
+      a = torch.einsum("bk,kij->bij", w, P["A"])
+      a = a / a.abs().pow(p).sum(dim=1, keepdim=True).pow(1.0 / p)
+      x = torch.bmm(a, x.unsqueeze(-1)).squeeze(-1) + u @ P["B"]
+    y = torch.nn.functional.layer_norm(x, x.shape[-1:], P["g"], P["beta"], eps=1e-5)
+    loss = torch.nn.functional.cross_entropy(y @ P["w_o"] + P["c_o"], lab)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(list(P.values()), 1.0)
+    opt.step()
+
+  for _ in range(3):
+    step()
+  n, t0 = 0, time.perf_counter()
+  while n < 20 or (time.perf_counter() - t0 < s.budget_s and n < 2000):
+    step()
+    n += 1
+  return {"train_steps_per_s": n / (time.perf_counter() - t0), "train_n": n,
+          "torch_threads": torch.get_num_threads()}
 
 
 def _ratios(rows):
@@ -509,6 +582,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Settings:
   parser.add_argument("--quick", action="store_true",
                       help="tiny sizes (B=8, N=16, K=4, L=10, chunk 4) for a smoke test")
   parser.add_argument("--no_torch", action="store_true", help="skip the PyTorch baseline")
+  parser.add_argument("--protocol_only", action="store_true",
+                      help="only the real train step against the official PyTorch algorithm "
+                      "at the official protocol (one length per batch, query token)")
   parser.add_argument("--json_out", type=str, default=None, help="write results as JSON here")
   args = parser.parse_args(argv)
 
@@ -517,6 +593,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Settings:
     if getattr(args, name) is not None:
       setattr(s, name, getattr(args, name))
   s.torch = not args.no_torch
+  s.protocol_only = args.protocol_only
   s.json_out = args.json_out
   for m in s.methods:
     if m not in scan_lib.METHODS:
