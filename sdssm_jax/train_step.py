@@ -39,6 +39,7 @@ finite, else 0.0). The state is donated.
 
 from __future__ import annotations
 
+import collections
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import jax
@@ -55,6 +56,11 @@ __all__ = ["LENGTH_SAMPLING", "LENGTH_BLOCK", "TrainStep", "make_train_step"]
 LENGTH_SAMPLING = ("per_sequence", "per_batch")
 # Steps whose per-batch lengths the host computes in one call.
 LENGTH_BLOCK = 1024
+# On a multi-device CPU mesh (forced host devices), steps dispatched ahead of the host.
+# XLA's CPU client runs all host devices on one thread pool, and with tens of steps in
+# flight their all-reduces deadlock (rendezvous timeout after 40 s; seen with 2 devices
+# on 2 cores, for the previous jit step too). Accelerators are not limited.
+CPU_MAX_IN_FLIGHT = 2
 _AXIS = "data"
 
 
@@ -159,6 +165,9 @@ class TrainStep:
       self._length_table = jax.jit(lambda key, start: jax.vmap(
           lambda s: data.batch_length(jax.random.fold_in(key, s), lo, hi))(
               start + jnp.arange(LENGTH_BLOCK, dtype=jnp.int32)))
+    cpu_multi = num_devices > 1 and all(d.platform == "cpu" for d in mesh.devices.flat)
+    self._max_in_flight = CPU_MAX_IN_FLIGHT if cpu_multi else None
+    self._in_flight: collections.deque = collections.deque()
     # Host-side caches (per_batch): the step counter, valid while the caller passes back
     # the state this object returned; the lengths of one block of steps for one key.
     self._next_step: Optional[int] = None
@@ -196,12 +205,17 @@ class TrainStep:
 
   def __call__(self, state, data_key) -> Tuple[Dict[str, Any], Dict[str, jax.Array]]:
     if self.length_sampling == "per_sequence":
-      return self._fns[self._max](state, data_key)
-    s = self._host_step(state)
-    n = self.length(data_key, s)
-    new_state, metrics = self._fns[data.bucket_for(self.buckets, n)](
-        state, data_key, np.int32(n))
-    self._last_step_leaf, self._next_step = new_state["step"], s + 1
+      new_state, metrics = self._fns[self._max](state, data_key)
+    else:
+      s = self._host_step(state)
+      n = self.length(data_key, s)
+      new_state, metrics = self._fns[data.bucket_for(self.buckets, n)](
+          state, data_key, np.int32(n))
+      self._last_step_leaf, self._next_step = new_state["step"], s + 1
+    if self._max_in_flight:
+      self._in_flight.append(metrics["loss"])  # not donated, unlike the state
+      while len(self._in_flight) > self._max_in_flight:
+        self._in_flight.popleft().block_until_ready()
     return new_state, metrics
 
   def lower(self, state, data_key, length: Optional[int] = None):
