@@ -39,6 +39,7 @@ __all__ = [
     "a4_x_c5",
     "Q8_NAMES",
     "Q8_TABLE",
+    "set_task_builder",
 ]
 
 
@@ -390,15 +391,31 @@ class DFA:
   # -- tasks ---------------------------------------------------------------------
 
   def to_task(self, name: str):
-    """An :class:`~sdssm_jax.tasks.AutomatonTask` over this automaton.
+    """An :class:`~sdssm_jax.tasks.AutomatonTask` over this automaton (the same as
+    ``AutomatonTask.from_dfa(self, name)``).
 
     Inputs are uniform over the ``V`` symbols, the label is the final state's label,
-    and the task is prefix-closed (every prefix of a sample is a sample).
+    and the task is prefix-closed (every prefix of a sample is a sample). This module
+    does not import :mod:`sdssm_jax.tasks` (tasks import this module): the task class is
+    the one installed by :func:`set_task_builder`, which ``sdssm_jax.tasks`` calls on
+    import (``import sdssm_jax`` imports it).
     """
-    from sdssm_jax.tasks.base import AutomatonTask  # tasks import this module
+    if _TASK_BUILDER is None:
+      raise RuntimeError("DFA.to_task needs sdssm_jax.tasks: import sdssm_jax.tasks (or "
+                         "use sdssm_jax.tasks.AutomatonTask.from_dfa).")
+    return _TASK_BUILDER(self, name)
 
-    return AutomatonTask(name, self._transitions, self._initial_state, self._state_labels,
-                         self._num_classes)
+
+# (dfa, name) -> task, installed by sdssm_jax.tasks (dependency inversion: this module is a
+# leaf of the package and imports none of it).
+_TASK_BUILDER: Optional[Callable[[DFA, str], object]] = None
+
+
+def set_task_builder(builder: Callable[[DFA, str], object]) -> None:
+  """Installs ``builder(dfa, name) -> task``, the task class :meth:`DFA.to_task` uses
+  (``sdssm_jax.tasks`` installs ``AutomatonTask.from_dfa``)."""
+  global _TASK_BUILDER
+  _TASK_BUILDER = builder
 
 
 # ---------------------------------------------------------------------------------

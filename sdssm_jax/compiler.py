@@ -74,14 +74,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from sdssm_jax.automata import DFA
-from sdssm_jax.models import PDSSM, SDSSM
+from sdssm_jax.models import LAYER_NORM_EPS, PDSSM, SDSSM
 
 __all__ = ["compile_automaton", "compiled_transitions", "compile_automaton_pd",
            "compiled_pd_transitions", "LAYER_NORM_EPS", "MAGNITUDE_LOGIT"]
 
-#: The LayerNorm epsilon of :class:`~sdssm_jax.models.SDSSM` and
-#: :class:`~sdssm_jax.models.PDSSM` (as in the official code).
-LAYER_NORM_EPS = 1e-5
+# LAYER_NORM_EPS (re-exported): the LayerNorm epsilon of every model
+# (sdssm_jax.models.base), which the constructions' LayerNorm statistics use.
 
 #: The compiled PD-SSM's magnitude logit: ``sigmoid(100) == 1.0`` exactly in float32
 #: (``1 + exp(-x)`` rounds to 1 from ``x ≈ 16.7`` on).

@@ -23,7 +23,7 @@ import os
 import re
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from sdssm_jax import configs
+from sdssm_jax import configs, models
 
 __all__ = ["Run", "register", "get", "names", "grid", "format_value", "parse_value",
            "is_finished", "read_results", "summarize", "write_summary", "to_markdown",
@@ -172,10 +172,9 @@ register("smoke", lambda: grid(["parity", "d4"], ["sdssm"], seeds=[0]))
 # Diagonal vs dense (SDSSM.md, "Diagonal selective SSMs"): every variant on commutative
 # (parity, cycle_navigation, c2xc30) and non-commutative (d30, a5) automata.
 DIAGONAL_VS_DENSE_TASKS = ("parity", "cycle_navigation", "c2xc30", "d30", "a5")
-DIAGONAL_VS_DENSE_MODELS = ("sdssm", "sdssm_mlp", "diag_complex", "diag_complex_nob",
-                            "diag_complex_mlp", "diag_complex_nob_mlp", "diag_complex_deep",
-                            "diag_real", "diag_real_pm1", "lti_complex", "rnn_tanh", "rnn_relu",
-                            "lstm")
+# Every dense, diagonal and nonlinear model of the registry, in registration order (from
+# sdssm through lstm; PD-SSM is not part of this comparison).
+DIAGONAL_VS_DENSE_MODELS = tuple(models.names(("dense", "diagonal", "nonlinear")))
 # The short fixed budget shared by every run of `diagonal_vs_dense` (docs/results.md):
 # one learning rate for all models and tasks, a query token everywhere (the protocol of
 # parity/cycle/arithmetic), the best checkpoint by in-distribution accuracy (lengths

@@ -354,6 +354,31 @@ def test_to_task_keeps_num_classes_and_invalid_labels():
   assert got.tolist() == [[0, 0, -1]]
 
 
+def test_automata_is_a_leaf_module():
+  """automata imports no other module of the package (tasks import it, not the reverse);
+  DFA.to_task goes through the builder that sdssm_jax.tasks installs."""
+  import ast
+  tree = ast.parse(open(automata.__file__, encoding="utf-8").read())
+  imported = set()
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      imported |= {a.name for a in node.names}
+    elif isinstance(node, ast.ImportFrom):
+      imported.add("." * node.level + (node.module or ""))
+  assert imported <= {"__future__", "itertools", "collections", "typing", "numpy"}, imported
+  dfa = DFA.from_table([[1, 0], [0, 1]], 0, [0, 1])
+  assert DFA.from_task(dfa.to_task("flip")) == DFA.from_task(
+      tasks.AutomatonTask.from_dfa(dfa, "flip")) == dfa
+  saved = automata._TASK_BUILDER
+  try:
+    automata.set_task_builder(None)
+    with pytest.raises(RuntimeError, match="needs sdssm_jax.tasks"):
+      dfa.to_task("flip")
+  finally:
+    automata.set_task_builder(saved)
+  assert isinstance(dfa.to_task("flip"), tasks.AutomatonTask)
+
+
 def test_from_task_rejects_non_automata():
   with pytest.raises(TypeError):
     DFA.from_task(object())

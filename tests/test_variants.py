@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 
 from sdssm_jax import configs, evaluation, models, scan, sweeps, tasks, train
-from sdssm_jax.models import diagonal, recurrent
+from sdssm_jax.models import diag_real, recurrent
 
 V, C, N = 5, 3, 8  # V - 1 is used as the query symbol
-ALL = ("sdssm", "sdssm_mlp", "diag_complex", "diag_complex_nob", "diag_complex_mlp",
-       "diag_complex_nob_mlp", "diag_complex_deep", "diag_real", "diag_real_pm1", "lti_complex",
-       "rnn_tanh", "rnn_relu", "lstm")
+# Every model but PD-SSM (tests/test_pd.py), from the registry.
+ALL = models.names(("dense", "diagonal", "nonlinear"))
 
 
 def _model(name, **fields):
@@ -40,12 +39,102 @@ def _shapes(model):
 
 def test_registry_has_every_variant():
   assert set(ALL) <= set(models.names())
-  assert set(models.DIAGONAL) | set(models.RECURRENT) | {"sdssm", "sdssm_mlp"} == set(ALL)
+  assert set(models.names("diagonal")) | set(models.names("nonlinear")) | {"sdssm", "sdssm_mlp"} \
+      == set(ALL)
+  assert models.names("pd") == ["pdssm"] and "pdssm" not in ALL
   assert models.default_config("diag_complex_deep").num_layers == 2
   for name in ALL:
-    if name not in models.RECURRENT:
+    if "nonlinear" not in models.tags(name):
       assert "scan" in models.default_config(name), name
     assert models.default_config(name).state_size == 64, name
+
+
+def test_registry_order_and_tags_keep_the_sweep_run_names():
+  # The registry is the only list; this frozen copy guards the order and membership of the
+  # diagonal_vs_dense sweep (its run names and their order) against a change in it.
+  assert sweeps.DIAGONAL_VS_DENSE_MODELS == (
+      "sdssm", "sdssm_mlp", "diag_complex", "diag_complex_nob", "diag_complex_mlp",
+      "diag_complex_nob_mlp", "diag_complex_deep", "diag_real", "diag_real_pm1", "lti_complex",
+      "rnn_tanh", "rnn_relu", "lstm")
+  assert models.names()[-4:] == ["pdssm", "rnn_tanh", "rnn_relu", "lstm"]
+  assert models.names("dense") == ["sdssm", "sdssm_mlp"]
+  assert models.names(["pd", "dense"]) == ["sdssm", "sdssm_mlp", "pdssm"]  # registry order
+  assert models.tags("diag_real") == ("diagonal", "real")
+  for name in models.names():
+    assert set(models.tags(name)) <= set(models.TAGS), name
+    assert len({"dense", "diagonal", "pd", "nonlinear"} & set(models.tags(name))) == 1, name
+  with pytest.raises(ValueError, match="Unknown tag"):
+    models.names("sparse")
+  with pytest.raises(ValueError, match="already registered"):
+    models.register("sdssm", models.SDSSM, {})
+  with pytest.raises(ValueError, match="Unknown tag"):
+    models.register("new_model", models.SDSSM, {}, tags=("sparse",))
+  with pytest.raises(ValueError, match="Unknown model"):
+    models.tags("nope")
+
+
+def test_every_model_uses_the_one_layer_norm_epsilon():
+  from sdssm_jax import compiler
+  assert compiler.LAYER_NORM_EPS == models.LAYER_NORM_EPS == 1e-5
+  for name in models.names():
+    model = _model(name)
+    params = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 2), jnp.int32))
+    eps = model.apply(params, method=lambda m: m.norm.epsilon)
+    assert eps == models.LAYER_NORM_EPS, name
+
+
+class _Decay(models.ScanModel):
+  """The models package docstring's example: a fixed real decay, ``h_t = d h_{t-1} + B u_t``."""
+
+  decay: float = 0.9
+
+  def validate(self):
+    if not 0 < self.decay < 1:
+      raise ValueError(f"_Decay.decay must be in (0, 1), got {self.decay}.")
+
+  def setup_recurrence(self):
+    V, N = self.vocab_size, self.state_size
+    self.B = self.param("B", lambda key, shape: jax.random.uniform(key, shape), (V, N))
+
+  def symbol_transitions(self):
+    return jnp.full((self.vocab_size, self.state_size), self.decay)
+
+  def states(self, tokens):
+    tokens = jnp.asarray(tokens)
+    return self.recurrence(self.symbol_transitions(), jnp.take(self.B, tokens, axis=0),
+                           index=tokens)
+
+  def step(self, states, symbol):
+    return self.symbol_transitions()[symbol] * states + self.B[symbol]
+
+
+def test_a_model_in_one_small_class():
+  models.register("_decay", _Decay, dict(state_size=64, decay=0.9, readout_kind="linear",
+                                         readout_hidden=64, scan=None, chunk_size=64),
+                  tags=("diagonal", "real"))
+  try:
+    assert "_decay" in models.names("diagonal")
+    model = _model("_decay", decay=0.5)
+    params, tokens = _init(model)
+    assert jax.tree_util.tree_map(jnp.shape, params) == {
+        "B": (V, N), "norm": {"scale": (N,), "bias": (N,)},
+        "readout": {"kernel": (N, C), "bias": (C,)}}
+    states = np.asarray(_apply(model, params, tokens, method="states"))
+    h = np.zeros((3, N))
+    for t in range(tokens.shape[1]):
+      h = 0.5 * h + np.asarray(params["B"])[np.asarray(tokens[:, t])]
+      np.testing.assert_allclose(states[:, t], h, rtol=1e-5, atol=1e-6)
+    one_pass = jax.jit(lambda p, t: evaluation.prefix_logits(model, p, t, V - 1))(params, tokens)
+    queried = _apply(model, params, jnp.concatenate([tokens, jnp.full((3, 1), V - 1)], 1))
+    np.testing.assert_allclose(one_pass[:, -1], queried[:, -1], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="decay must be in"):
+      _model("_decay", decay=2.0)
+    with pytest.raises(ValueError, match="chunk_size must be >= 1"):
+      _model("_decay", chunk_size=0)
+    with pytest.raises(ValueError, match="linear, mlp"):
+      _model("_decay", readout_kind="deep")
+  finally:
+    del models.base._REGISTRY["_decay"]
 
 
 # Exactness of the one-pass evaluation --------------------------------------------------------
@@ -129,7 +218,7 @@ def test_real_and_lti_transition_ranges():
   assert (pm1 > -1).all() and (pm1 < 1).all()
   np.testing.assert_array_equal(lti, np.broadcast_to(lti[0], lti.shape))  # input-independent
   assert (np.abs(lti) < 1).all()
-  np.testing.assert_allclose(diagonal.pm1_transitions(jnp.array([-50.0, 0.0, 50.0])),
+  np.testing.assert_allclose(diag_real.pm1_transitions(jnp.array([-50.0, 0.0, 50.0])),
                              [-1.0, 0.0, 1.0], atol=1e-6)
 
 
@@ -177,7 +266,7 @@ def _max_commutator(mats):
   return max(np.abs(a @ b - b @ a).max() for a, b in itertools.combinations(mats, 2))
 
 
-@pytest.mark.parametrize("name", models.DIAGONAL)
+@pytest.mark.parametrize("name", models.names("diagonal"))
 def test_diagonal_transitions_commute(name):
   model = _model(name)
   lam = _apply(model, _init(model)[0], method="symbol_transitions")

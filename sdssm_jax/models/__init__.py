@@ -2,45 +2,85 @@
 
 Every registered model maps int tokens ``[B, L]`` to logits ``[B, L, C]`` and exposes
 ``states(tokens)``, ``step(states, symbol)`` and ``logits(states)`` so that evaluation
-can score every prefix (and a query token after every prefix) in one pass.
+can score every prefix (and a query token after every prefix) in one pass (the protocol
+is written out in :mod:`sdssm_jax.models.base`).
+
+The registry is the only list of models: :func:`names` (all of them, in registration
+order) and ``names(tag)`` (those with a tag: ``"dense"``, ``"diagonal"``, ``"pd"``,
+``"nonlinear"``, ...; see :data:`~sdssm_jax.models.base.TAGS`); :func:`tags`;
+:func:`build`; :func:`default_config`. Tests and sweeps derive their model lists from it.
+
+Adding a model in one file
+--------------------------
+
+Write ``sdssm_jax/models/my_model.py`` with the recurrence's maths and a subclass of
+:class:`~sdssm_jax.models.base.ScanModel` (linear recurrences through
+``scan.linear_recurrence``: fields ``vocab_size``, ``num_classes``, ``state_size``,
+``readout_kind``, ``readout_hidden``, ``scan``, ``chunk_size``, their validation, the
+``norm`` + ``readout`` parameters and ``logits``/``__call__`` come with it) or of
+:class:`~sdssm_jax.models.base.SequenceModel` (any recurrence; no ``scan`` fields)::
+
+  import jax.numpy as jnp
+  from sdssm_jax.models.base import ScanModel, register
+  from sdssm_jax.models.readouts import uniform_init
+
+  class MyDiagonalSSM(ScanModel):
+    decay: float = 0.9                      # fields of its own (keyword-only)
+    positive_fields = ()                    # own int fields that must be >= 1
+    complex_states = False                  # True: the readout sees [Re h, Im h]
+
+    def validate(self):                     # optional: reject bad fields (ValueError)
+      if not 0 < self.decay < 1:
+        raise ValueError(f"MyDiagonalSSM.decay must be in (0, 1), got {self.decay}.")
+
+    def setup_recurrence(self):             # parameters (norm/readout come after)
+      V, N = self.vocab_size, self.state_size
+      self.B = self.param("B", uniform_init(V ** -0.5), (V, N))
+
+    def symbol_transitions(self):           # per-symbol λ, [V, N]
+      return jnp.full((self.vocab_size, self.state_size), self.decay)
+
+    def states(self, tokens):               # [..., L] -> [..., L, N]
+      tokens = jnp.asarray(tokens)
+      b = jnp.take(self.B, tokens, axis=0)
+      return self.recurrence(self.symbol_transitions(), b, index=tokens)
+
+    def step(self, states, symbol):         # [..., N] -> [..., N]
+      return self.symbol_transitions()[symbol] * states + self.B[symbol]
+
+  register("my_diag", MyDiagonalSSM,
+           dict(state_size=64, decay=0.9, readout_kind="linear", readout_hidden=64,
+                scan=None, chunk_size=64),
+           tags=("diagonal", "real"))
+
+then import the module in this file (below, in the order the registry should list it).
+That is all: ``config.model="my_diag"``, the CLI's model list, the tests that run every
+model of a tag (``tests/test_variants.py``) and the sweeps that query the registry pick it
+up. :mod:`sdssm_jax.models.diag_real` (``diag_real``, ``diag_real_pm1``) and
+:mod:`sdssm_jax.models.lti` (``lti_complex``) are real examples.
 """
 
 from __future__ import annotations
 
 import typing
-from typing import Callable, Dict
 
 import flax.linen as nn
 import ml_collections
 
-from sdssm_jax.models.diagonal import ComplexDiagonalSSM, LTIComplexSSM, RealDiagonalSSM
+from sdssm_jax.models.base import (LAYER_NORM_EPS, TAGS, ScanModel, SequenceModel, entry,
+                                   names, register, tags)
+# Importing a model's module registers it: this order is the registry's order.
+from sdssm_jax.models.sdssm import SDSSM, column_normalize, select_transitions
+from sdssm_jax.models.diagonal import ComplexDiagonalSSM  # then diag_real, lti
+from sdssm_jax.models.diag_real import RealDiagonalSSM
+from sdssm_jax.models.lti import LTIComplexSSM
 from sdssm_jax.models.pdssm import PDSSM
 from sdssm_jax.models.recurrent import LSTM, ElmanRNN
-from sdssm_jax.models.sdssm import SDSSM, column_normalize, select_transitions
 
 __all__ = ["SDSSM", "ComplexDiagonalSSM", "RealDiagonalSSM", "LTIComplexSSM", "PDSSM",
-           "ElmanRNN", "LSTM", "build", "column_normalize", "default_config", "names", "register",
-           "select_transitions", "validate_config", "DIAGONAL", "RECURRENT"]
-
-# name -> (constructor(vocab_size, num_classes, **fields), default fields)
-_REGISTRY: Dict[str, tuple] = {}
-
-
-def register(name: str, constructor: Callable[..., nn.Module], defaults: dict) -> None:
-  """Registers a model; ``defaults`` are its constructor fields besides V and C."""
-  if name in _REGISTRY:
-    raise ValueError(f"Model {name!r} is already registered.")
-  _REGISTRY[name] = (constructor, dict(defaults))
-
-
-def names() -> list:
-  return list(_REGISTRY)
-
-
-def _entry(name: str):
-  if name not in _REGISTRY:
-    raise ValueError(f"Unknown model {name!r}; valid choices: {', '.join(_REGISTRY)}.")
-  return _REGISTRY[name]
+           "ElmanRNN", "LSTM", "SequenceModel", "ScanModel", "LAYER_NORM_EPS", "TAGS",
+           "build", "column_normalize", "default_config", "names", "register", "tags",
+           "select_transitions", "validate_config"]
 
 
 def _field_type(constructor, field: str) -> type:
@@ -52,7 +92,7 @@ def _field_type(constructor, field: str) -> type:
 
 def default_config(name: str) -> ml_collections.ConfigDict:
   """The model's constructor fields with their defaults (``None`` fields take a str)."""
-  constructor, defaults = _entry(name)
+  constructor, defaults, _ = entry(name)
   fields = {k: (ml_collections.config_dict.placeholder(_field_type(constructor, k))
                 if v is None else v) for k, v in defaults.items()}
   return ml_collections.ConfigDict(fields)
@@ -60,7 +100,7 @@ def default_config(name: str) -> ml_collections.ConfigDict:
 
 def build(name: str, vocab_size: int, num_classes: int, model_config=None) -> nn.Module:
   """Constructs model ``name``; invalid fields raise ``ValueError``."""
-  constructor, defaults = _entry(name)
+  constructor, defaults, _ = entry(name)
   fields = dict(defaults)
   given = dict(model_config or {})
   unknown = set(given) - set(defaults)
@@ -74,51 +114,3 @@ def build(name: str, vocab_size: int, num_classes: int, model_config=None) -> nn
 def validate_config(name: str, model_config) -> None:
   """Raises ``ValueError`` if ``model_config`` does not construct model ``name``."""
   build(name, 2, 2, model_config)
-
-
-register("sdssm", SDSSM, dict(state_size=64, num_matrices=8, p_norm=1.2, scan=None,
-                              chunk_size=64, rescale=None))
-# The paper's nonlinear-readout ablation: LayerNorm -> Dense(N -> 64) -> ReLU -> Dense.
-register("sdssm_mlp", SDSSM, dict(state_size=64, num_matrices=8, p_norm=1.2, scan=None,
-                                  chunk_size=64, readout_kind="mlp", readout_hidden=64,
-                                  rescale=None))
-
-
-def _complex(use_b: bool, readout_kind: str, num_layers: int = 1) -> dict:
-  return dict(state_size=64, num_layers=num_layers, use_b=use_b, readout_kind=readout_kind,
-              readout_hidden=64, layer_features=64, scan=None, chunk_size=64)
-
-
-# Complex diagonal selective SSMs (diagonal.py): with / without B, linear / MLP readout,
-# and a multilayer form with an MLP between layers.
-register("diag_complex", ComplexDiagonalSSM, _complex(True, "linear"))
-register("diag_complex_nob", ComplexDiagonalSSM, _complex(False, "linear"))
-register("diag_complex_mlp", ComplexDiagonalSSM, _complex(True, "mlp"))
-register("diag_complex_nob_mlp", ComplexDiagonalSSM, _complex(False, "mlp"))
-register("diag_complex_deep", ComplexDiagonalSSM, _complex(True, "linear", num_layers=2))
-# Real diagonal selective SSMs with B and a linear readout: Mamba-style λ in (0, 1), and
-# λ = 2 sigmoid - 1 in (-1, 1).
-register("diag_real", RealDiagonalSSM, dict(state_size=64, transition="mamba",
-                                            readout_kind="linear", readout_hidden=64,
-                                            scan=None, chunk_size=64))
-register("diag_real_pm1", RealDiagonalSSM, dict(state_size=64, transition="pm1",
-                                                readout_kind="linear", readout_hidden=64,
-                                                scan=None, chunk_size=64))
-# Input-independent (LTI) complex diagonal SSM, S4D-like.
-register("lti_complex", LTIComplexSSM, dict(state_size=64, readout_kind="linear",
-                                            readout_hidden=64, scan=None, chunk_size=64))
-# PD-SSM (pdssm.py): column one-hot x complex diagonal transitions, straight-through P.
-register("pdssm", PDSSM, dict(state_size=64, num_matrices=8, readout_kind="linear",
-                              readout_hidden=64, scan=None, chunk_size=64))
-# Nonlinear recurrent baselines (recurrent.py), jax.lax.scan over time.
-register("rnn_tanh", ElmanRNN, dict(state_size=64, activation="tanh", readout_kind="linear",
-                                    readout_hidden=64))
-register("rnn_relu", ElmanRNN, dict(state_size=64, activation="relu", readout_kind="linear",
-                                    readout_hidden=64))
-register("lstm", LSTM, dict(state_size=64, readout_kind="linear", readout_hidden=64))
-
-# Names of the models whose per-symbol transitions are diagonal (they commute), and of the
-# nonlinear recurrent baselines.
-DIAGONAL = ("diag_complex", "diag_complex_nob", "diag_complex_mlp", "diag_complex_nob_mlp",
-            "diag_complex_deep", "diag_real", "diag_real_pm1", "lti_complex")
-RECURRENT = ("rnn_tanh", "rnn_relu", "lstm")

@@ -31,16 +31,15 @@ lives in the pure functions below; :class:`PDSSM` only holds parameters (``selec
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from sdssm_jax import scan as scan_lib
-from sdssm_jax.models.diagonal import complex_features
-from sdssm_jax.models.readouts import check_fields, make_readout, torch_dense
-from sdssm_jax.validation import check_token_ids
+from sdssm_jax.models.base import ScanModel, register
+from sdssm_jax.models.readouts import torch_dense
 
 __all__ = ["PDSSM", "pd_selection", "pd_diagonal", "inject_soft_gradient", "pd_states"]
 
@@ -147,50 +146,30 @@ def pd_states(rows: jax.Array, diag: jax.Array, soft: jax.Array, inputs: jax.Arr
 # ----------------------------------------------------------------------------- module
 
 
-class PDSSM(nn.Module):
+class PDSSM(ScanModel):
   """One-layer PD-SSM over token ids.
 
   ``model.apply({"params": params}, tokens)`` maps int ``[B, L]`` (or ``[L]``) token ids
-  in ``[0, vocab_size)`` to logits ``[B, L, num_classes]`` after every prefix.
+  in ``[0, vocab_size)`` to logits ``[B, L, num_classes]`` after every prefix; the readout
+  sees ``LayerNorm([Re h, Im h])``.
 
-  Attributes:
-    vocab_size: V (a query token counts as one).
-    num_classes: C.
-    state_size: N, complex state dimensions.
+  Attributes (besides :class:`~sdssm_jax.models.base.ScanModel`'s; N is the number of
+  complex state dimensions):
     num_matrices: K, the dictionary size.
-    readout_kind: ``"linear"`` or ``"mlp"``, on ``LayerNorm([Re h, Im h])``.
-    readout_hidden: hidden width of the ``"mlp"`` readout.
-    scan: scan backend, ``None`` for the platform default.
-    chunk_size: steps per chunk for ``scan="chunked"``.
   """
 
-  vocab_size: int
-  num_classes: int
-  state_size: int = 64
   num_matrices: int = 8
-  readout_kind: str = "linear"
-  readout_hidden: int = 64
-  scan: Optional[str] = None
-  chunk_size: int = 64
 
-  def __post_init__(self):
-    check_fields(self, ("vocab_size", "num_classes", "state_size", "num_matrices",
-                        "readout_hidden", "chunk_size"))
-    super().__post_init__()
+  positive_fields = ("num_matrices",)
+  complex_states = True
 
-  def setup(self):
+  def setup_recurrence(self):
     V, N, K = self.vocab_size, self.state_size, self.num_matrices
     self.selector = torch_dense(K, V)
     self.P_logits = self.param("P_logits", nn.initializers.normal(1.0), (K, N, N))
     self.magnitude = torch_dense(N, V)
     self.phase = torch_dense(N, V)
     self.B = torch_dense(2 * N, V, use_bias=False)  # real and imaginary parts
-    self.norm = nn.LayerNorm(epsilon=1e-5)
-    self.readout = make_readout(self.readout_kind, 2 * N, self.num_classes, self.readout_hidden)
-
-  @property
-  def scan_method(self) -> str:
-    return self.scan or scan_lib.default_method()
 
   def _tables(self) -> Tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """Per-symbol ``(rows, soft, diag, inputs)``: int32 ``[V, N]``, float32 ``[V, N, N]``,
@@ -219,11 +198,7 @@ class PDSSM(nn.Module):
     rows, _, diag, inputs = self._tables()
     return scan_lib.pd_apply(rows[symbol], diag[symbol], states) + inputs[symbol]
 
-  def logits(self, states: jax.Array) -> jax.Array:
-    """``readout(LayerNorm([Re h, Im h]))``: ``[..., N]`` -> ``[..., C]``."""
-    return self.readout(self.norm(complex_features(states)))
 
-  def __call__(self, tokens: jax.Array) -> jax.Array:
-    """Logits ``[..., L, C]`` after every prefix of int ``tokens`` ``[..., L]``."""
-    check_token_ids(tokens, self.vocab_size)
-    return self.logits(self.states(jnp.asarray(tokens)))
+register("pdssm", PDSSM, dict(state_size=64, num_matrices=8, readout_kind="linear",
+                              readout_hidden=64, scan=None, chunk_size=64),
+         tags=("pd", "complex"))

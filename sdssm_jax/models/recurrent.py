@@ -17,12 +17,11 @@ from __future__ import annotations
 import math
 from typing import Callable, Tuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sdssm_jax.models.readouts import check_fields, make_readout, uniform_init
-from sdssm_jax.validation import check_token_ids
+from sdssm_jax.models.base import SequenceModel, register
+from sdssm_jax.models.readouts import uniform_init
 
 __all__ = ["ElmanRNN", "LSTM", "elman_cell", "lstm_cell", "time_scan", "ACTIVATIONS"]
 
@@ -86,40 +85,25 @@ def time_scan(cell: Callable, init, xs: jax.Array):
 # ----------------------------------------------------------------------------- modules
 
 
-class ElmanRNN(nn.Module):
-  """Elman RNN over token ids.
-
-  Attributes:
-    vocab_size: V.
-    num_classes: C.
-    state_size: N, the hidden size.
+class ElmanRNN(SequenceModel):
+  """Elman RNN over token ids. Attributes (besides
+  :class:`~sdssm_jax.models.base.SequenceModel`'s; N is the hidden size):
     activation: ``"tanh"`` or ``"relu"``.
-    readout_kind: ``"linear"`` or ``"mlp"``.
-    readout_hidden: hidden width of the ``"mlp"`` readout.
   """
 
-  vocab_size: int
-  num_classes: int
-  state_size: int = 64
   activation: str = "tanh"
-  readout_kind: str = "linear"
-  readout_hidden: int = 64
 
-  def __post_init__(self):
-    check_fields(self, ("vocab_size", "num_classes", "state_size", "readout_hidden"))
+  def validate(self):
     if self.activation not in ACTIVATIONS:
       raise ValueError(f"Unknown ElmanRNN.activation {self.activation!r}; valid choices: "
                        f"{', '.join(ACTIVATIONS)}.")
-    super().__post_init__()
 
-  def setup(self):
+  def setup_recurrence(self):
     V, N = self.vocab_size, self.state_size
     init = uniform_init(1.0 / math.sqrt(N))
     self.W_x = self.param("W_x", init, (V, N))
     self.W_h = self.param("W_h", init, (N, N))
     self.b = self.param("b", init, (N,))
-    self.norm = nn.LayerNorm(epsilon=1e-5)
-    self.readout = make_readout(self.readout_kind, N, self.num_classes, self.readout_hidden)
 
   def _cell(self, h, x):
     return elman_cell(self.W_h, h, x, ACTIVATIONS[self.activation])
@@ -135,45 +119,18 @@ class ElmanRNN(nn.Module):
     """One more symbol for states ``[..., N]``."""
     return self._cell(states, self.W_x[symbol] + self.b)
 
-  def logits(self, states: jax.Array) -> jax.Array:
-    """``readout(LayerNorm(h))``: ``[..., N]`` -> ``[..., C]``."""
-    return self.readout(self.norm(states))
 
-  def __call__(self, tokens: jax.Array) -> jax.Array:
-    """Logits ``[..., L, C]`` after every prefix of int ``tokens`` ``[..., L]``."""
-    check_token_ids(tokens, self.vocab_size)
-    return self.logits(self.states(jnp.asarray(tokens)))
+class LSTM(SequenceModel):
+  """LSTM over token ids; its state pytree is ``(h, c)`` and the readout sees
+  ``LayerNorm(h)``. Fields: :class:`~sdssm_jax.models.base.SequenceModel`'s (N is the
+  hidden and cell size)."""
 
-
-class LSTM(nn.Module):
-  """LSTM over token ids; its state pytree is ``(h, c)``.
-
-  Attributes:
-    vocab_size: V.
-    num_classes: C.
-    state_size: N, the hidden (and cell) size.
-    readout_kind: ``"linear"`` or ``"mlp"``, on ``LayerNorm(h)``.
-    readout_hidden: hidden width of the ``"mlp"`` readout.
-  """
-
-  vocab_size: int
-  num_classes: int
-  state_size: int = 64
-  readout_kind: str = "linear"
-  readout_hidden: int = 64
-
-  def __post_init__(self):
-    check_fields(self, ("vocab_size", "num_classes", "state_size", "readout_hidden"))
-    super().__post_init__()
-
-  def setup(self):
+  def setup_recurrence(self):
     V, N = self.vocab_size, self.state_size
     init = uniform_init(1.0 / math.sqrt(N))
     self.W_x = self.param("W_x", init, (V, 4 * N))
     self.W_h = self.param("W_h", init, (N, 4 * N))
     self.b = self.param("b", init, (4 * N,))
-    self.norm = nn.LayerNorm(epsilon=1e-5)
-    self.readout = make_readout(self.readout_kind, N, self.num_classes, self.readout_hidden)
 
   def _cell(self, state, x):
     return lstm_cell(self.W_h, state, x)
@@ -189,11 +146,14 @@ class LSTM(nn.Module):
     """One more symbol for ``(h, c)``, each ``[..., N]``."""
     return self._cell(tuple(states), self.W_x[symbol] + self.b)
 
-  def logits(self, states: Tuple[jax.Array, jax.Array]) -> jax.Array:
-    """``readout(LayerNorm(h))``: ``[..., C]``."""
-    return self.readout(self.norm(states[0]))
+  def features(self, states: Tuple[jax.Array, jax.Array]) -> jax.Array:
+    """``h`` of ``(h, c)``."""
+    return states[0]
 
-  def __call__(self, tokens: jax.Array) -> jax.Array:
-    """Logits ``[..., L, C]`` after every prefix of int ``tokens`` ``[..., L]``."""
-    check_token_ids(tokens, self.vocab_size)
-    return self.logits(self.states(jnp.asarray(tokens)))
+
+register("rnn_tanh", ElmanRNN, dict(state_size=64, activation="tanh", readout_kind="linear",
+                                    readout_hidden=64), tags=("nonlinear",))
+register("rnn_relu", ElmanRNN, dict(state_size=64, activation="relu", readout_kind="linear",
+                                    readout_hidden=64), tags=("nonlinear",))
+register("lstm", LSTM, dict(state_size=64, readout_kind="linear", readout_hidden=64),
+         tags=("nonlinear",))

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from sdssm_jax import scan as scan_lib
+from sdssm_jax.models.base import LAYER_NORM_EPS, register
 from sdssm_jax.models.readouts import READOUTS, make_readout
 from sdssm_jax.validation import check_token_ids
 
@@ -106,7 +107,7 @@ class LayerNorm(nn.Module):
   normalises states given as ``mantissa * 2**exponent`` exactly: for x = m 2^k,
   LN_eps(x) = LN_{eps 4^-k}(m)."""
 
-  epsilon: float = 1e-5
+  epsilon: float = LAYER_NORM_EPS
 
   @nn.compact
   def __call__(self, x: jax.Array, exponent: Optional[jax.Array] = None) -> jax.Array:
@@ -187,7 +188,7 @@ class SDSSM(nn.Module):
     self.selector = _dense(K, V, "selector")
     self.A = self.param("A", dictionary_init(N), (K, N, N))
     self.B = self.param("B", torch_linear_init(V), (V, N))
-    self.norm = LayerNorm(epsilon=1e-5, name="norm")
+    self.norm = LayerNorm(epsilon=LAYER_NORM_EPS, name="norm")
     self.readout = make_readout(self.readout_kind, N, self.num_classes, self.readout_hidden)
 
   @property
@@ -251,3 +252,11 @@ class SDSSM(nn.Module):
     """Logits ``[..., L, C]`` after every prefix of int ``tokens`` ``[..., L]``."""
     check_token_ids(tokens, self.vocab_size)
     return self.logits(self.states(jnp.asarray(tokens), path))
+
+
+register("sdssm", SDSSM, dict(state_size=64, num_matrices=8, p_norm=1.2, scan=None,
+                              chunk_size=64, rescale=None), tags=("dense",))
+# The paper's nonlinear-readout ablation: LayerNorm -> Dense(N -> 64) -> ReLU -> Dense.
+register("sdssm_mlp", SDSSM, dict(state_size=64, num_matrices=8, p_norm=1.2, scan=None,
+                                  chunk_size=64, readout_kind="mlp", readout_hidden=64,
+                                  rescale=None), tags=("dense", "mlp_readout"))

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sdssm_jax import automata
 from sdssm_jax.automata import DFA
 from sdssm_jax.validation import check_token_ids
 
@@ -125,6 +126,12 @@ class AutomatonTask(Task):
     super().__init__(name, dfa.vocab_size, num_classes)
     self._dfa = dfa
 
+  @classmethod
+  def from_dfa(cls, dfa: DFA, name: str) -> "AutomatonTask":
+    """The task over automaton ``dfa``: uniform random inputs, the label of the final
+    state, prefix-closed (what :meth:`DFA.to_task` returns)."""
+    return cls(name, dfa.transitions, dfa.initial_state, dfa.state_labels, dfa.num_classes)
+
   # -- data: the automaton ---------------------------------------------------------
   @property
   def automaton(self) -> DFA:
@@ -188,6 +195,9 @@ class AutomatonTask(Task):
     tokens = self.sample_tokens(key, int(batch_size), eff).astype(jnp.int32)
     labels = self.labels_at_every_prefix(tokens)
     return {"tokens": tokens, "label": labels[:, -1]}
+
+
+automata.set_task_builder(AutomatonTask.from_dfa)  # DFA.to_task (automata is a leaf)
 
 
 # ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from .base import AutomatonTask, register
 
 
 def make_q8() -> AutomatonTask:
-  return automata.q8().to_task("q8")
+  return AutomatonTask.from_dfa(automata.q8(), "q8")
 
 
 register("q8", make_q8)

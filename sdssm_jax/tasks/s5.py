@@ -13,7 +13,7 @@ from .base import AutomatonTask, register
 
 
 def make_s5() -> AutomatonTask:
-  return automata.s5().to_task("s5")
+  return AutomatonTask.from_dfa(automata.s5(), "s5")
 
 
 register("s5", make_s5)
