@@ -48,6 +48,7 @@ import optax
 
 from sdssm_jax import scan as scan_lib
 from sdssm_jax.models import SDSSM
+from sdssm_jax.models.base import LAYER_NORM_EPS
 from sdssm_jax.models.sdssm import PATHS
 
 try:  # Optional: only for the PyTorch baseline.
@@ -129,7 +130,7 @@ def naive_logits(params: Dict[str, Any], tokens: jax.Array, vocab_size: int,
   xs = jnp.swapaxes(xs, 0, 1)                                               # [B, L, N]
   mu = xs.mean(-1, keepdims=True)
   var = ((xs - mu) ** 2).mean(-1, keepdims=True)
-  y = (xs - mu) / jnp.sqrt(var + 1e-5) * params["norm"]["scale"] + params["norm"]["bias"]
+  y = (xs - mu) / jnp.sqrt(var + LAYER_NORM_EPS) * params["norm"]["scale"] + params["norm"]["bias"]
   return y @ params["readout"]["kernel"] + params["readout"]["bias"]
 
 
@@ -269,7 +270,7 @@ def _torch_bench(params, tokens, labels, s: Settings):
       if all_positions or t == length - 1:
         outs.append(x)
     xs = torch.stack(outs, 1)
-    y = torch.nn.functional.layer_norm(xs, xs.shape[-1:], P["g"], P["beta"], eps=1e-5)
+    y = torch.nn.functional.layer_norm(xs, xs.shape[-1:], P["g"], P["beta"], eps=LAYER_NORM_EPS)
     return y @ P["w_o"] + P["c_o"]
 
   with torch.no_grad():
@@ -502,7 +503,7 @@ def torch_protocol_bench(s: Settings, train_length: int) -> Optional[Dict[str, A
       a = torch.einsum("bk,kij->bij", w, P["A"])
       a = a / a.abs().pow(p).sum(dim=1, keepdim=True).pow(1.0 / p)
       x = torch.bmm(a, x.unsqueeze(-1)).squeeze(-1) + u @ P["B"]
-    y = torch.nn.functional.layer_norm(x, x.shape[-1:], P["g"], P["beta"], eps=1e-5)
+    y = torch.nn.functional.layer_norm(x, x.shape[-1:], P["g"], P["beta"], eps=LAYER_NORM_EPS)
     loss = torch.nn.functional.cross_entropy(y @ P["w_o"] + P["c_o"], lab)
     opt.zero_grad(set_to_none=True)
     loss.backward()
