@@ -22,7 +22,7 @@ from sdssm_jax import configs, runs
 
 __all__ = ["config_overrides", "check_config_overrides", "make_flags_parser",
            "parse_flags_checked", "resolve_config_spec", "run_training", "load_get_config",
-           "catalogue"]
+           "catalogue", "start_distributed"]
 
 
 def load_get_config(path: str) -> Callable:
@@ -125,6 +125,19 @@ def make_flags_parser(help_text: Optional[Callable[[], str]] = None,
 
 
 parse_flags_checked = make_flags_parser()
+
+
+def start_distributed(coordinator: Optional[str], num_processes: Optional[int],
+                      process_id: Optional[int]) -> bool:
+  """``--coordinator/--num_processes/--process_id`` (or their environment variables):
+  starts ``jax.distributed`` (:func:`sdssm_jax.distributed.initialize_from_env`); a flag
+  error exits with :data:`runs.EXIT_CONFIG`. Returns whether the run is distributed."""
+  from sdssm_jax import distributed
+  try:
+    return distributed.initialize_from_env(coordinator, num_processes, process_id)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(runs.EXIT_CONFIG)
 
 
 def run_training(fn: Callable[[], dict]) -> Optional[dict]:

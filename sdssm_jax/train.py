@@ -15,6 +15,7 @@ run ends bit-identical to an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -31,11 +32,11 @@ import optax
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from sdssm_jax import configs, evaluation, models, runs, tasks
+from sdssm_jax import configs, distributed, evaluation, models, runs, tasks
 from sdssm_jax import train_step as train_step_lib
 
 __all__ = ["hardware", "make_optimizer", "make_model", "init_state", "make_train_step", "make_mesh",
-           "train_and_evaluate", "load_params"]
+           "train_and_evaluate", "load_params", "load_state"]
 
 
 def make_optimizer(opt: ml_collections.ConfigDict, steps: int):
@@ -77,12 +78,13 @@ def init_state(model, optimizer, key: jax.Array, mesh: Optional[Mesh] = None) ->
   params = model.init(key, jnp.zeros((1, 2), jnp.int32))["params"]
   state = {"step": jnp.zeros((), jnp.int32), "params": params,
            "opt_state": optimizer.init(params)}
-  return state if mesh is None else jax.device_put(state, NamedSharding(mesh, P()))
+  return state if mesh is None else distributed.replicate(state, NamedSharding(mesh, P()))
 
 
 def make_mesh(devices=None) -> Mesh:
-  """A 1-D mesh over the local devices, axis ``"data"``."""
-  return Mesh(np.asarray(devices if devices is not None else jax.local_devices()), ("data",))
+  """A 1-D mesh over all devices (``jax.devices()``: every process's under
+  ``jax.distributed``, the local ones otherwise), axis ``"data"``."""
+  return Mesh(np.asarray(devices if devices is not None else jax.devices()), ("data",))
 
 
 def make_train_step(model, task, optimizer, config: ml_collections.ConfigDict,
@@ -117,6 +119,16 @@ class _Logger:
   def close(self):
     self._jsonl.close()
     self._tb.close()
+
+
+class _NoLogger:
+  """The logger of processes other than 0 under ``jax.distributed``: writes nothing."""
+
+  def write(self, step: int, scalars: Dict[str, float]) -> None:
+    pass
+
+  def close(self):
+    pass
 
 
 def _is_terminal(stream) -> bool:
@@ -169,12 +181,37 @@ def _cpu_model() -> str:
 def hardware() -> str:
   """The devices and host a result was measured on, in words."""
   d = jax.devices()[0]
-  return (f"{jax.device_count()} x {d.device_kind} ({d.platform}); host: {_cpu_model()}, "
-          f"{os.cpu_count()} cores")
+  procs = f", {jax.process_count()} processes" if jax.process_count() > 1 else ""
+  return (f"{jax.device_count()} x {d.device_kind} ({d.platform}){procs}; host: "
+          f"{_cpu_model()}, {os.cpu_count()} cores")
+
+
+def _restore_anywhere(mngr, step: int, sharding=None) -> Dict[str, Any]:
+  """Restores checkpoint ``step`` whatever devices saved it: orbax refuses a restore without
+  a template of arrays saved on other devices ("Topology mismatch": a run on a 2-device
+  mesh, or on 2 processes, read back by one process on one device). The template comes
+  from the checkpoint's metadata: its arrays are restored under ``sharding`` (default:
+  this process's first device), its numpy values and scalars as they were saved."""
+  if sharding is None:
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  item_dir = mngr.directory / str(step) / "default"
+  if not item_dir.exists():  # not the layout of a one-item manager: orbax's own restore
+    return mngr.restore(step, args=ocp.args.StandardRestore())
+  meta = ocp.StandardCheckpointHandler().metadata(item_dir)
+
+  def leaf(m):
+    if isinstance(m, ocp.metadata.ScalarMetadata):
+      return np.zeros((), m.dtype).item()
+    if getattr(m, "sharding", None) is None:  # saved as a numpy array
+      return np.zeros(m.shape, m.dtype)
+    return jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding)
+  template = jax.tree_util.tree_map(leaf, getattr(meta, "tree", meta))
+  return mngr.restore(step, args=ocp.args.StandardRestore(template))
 
 
 def load_params(workdir: str, which: str = "best"):
-  """Parameters of a run's ``"best"`` or ``"last"`` checkpoint (a plain pytree)."""
+  """Parameters of a run's ``"best"`` or ``"last"`` checkpoint (a plain pytree), on this
+  process's first device, whatever devices (or processes) trained them."""
   if which not in ("best", "last"):
     raise ValueError(f"Unknown checkpoint {which!r}; valid choices: best, last.")
   sub = "best" if which == "best" else "checkpoints"
@@ -182,8 +219,19 @@ def load_params(workdir: str, which: str = "best"):
     step = mngr.latest_step()
     if step is None:
       raise FileNotFoundError(f"No {which} checkpoint under {workdir}.")
-    restored = mngr.restore(step, args=ocp.args.StandardRestore())
+    restored = _restore_anywhere(mngr, step)
     return (restored["params"] if which == "best" else restored["state"]["params"]), step
+
+
+def load_state(workdir: str):
+  """``(state, step)``: the whole training state (``{"step", "params", "opt_state"}``) of
+  a run's last checkpoint, on this process's first device, whatever devices (or
+  processes) trained it."""
+  with ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints")) as mngr:
+    step = mngr.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"No checkpoint under {workdir}/checkpoints.")
+    return _restore_anywhere(mngr, step)["state"], step
 
 
 def _restore_last(mngr, step: int, template):
@@ -193,12 +241,39 @@ def _restore_last(mngr, step: int, template):
 
 
 def _save_verified(mngr, step: int, item: Dict[str, Any]) -> None:
-  """Saves synchronously, then records the checksums that make the checkpoint trusted."""
+  """Saves synchronously, then records the checksums that make the checkpoint trusted.
+
+  Under ``jax.distributed`` every process calls this (orbax's save is collective: each
+  process writes its part and orbax commits once all are done); process 0 alone writes
+  the checksums, and the others wait for them, so a checkpoint is trusted when any
+  process leaves this function."""
   if step in mngr.all_steps():  # e.g. a best checkpoint from before a fallback
     mngr.delete(step)
   mngr.save(step, args=ocp.args.StandardSave(item), force=True)
   mngr.wait_until_finished()
-  runs.write_checksums(os.path.join(str(mngr.directory), str(step)))
+  if distributed.is_main():
+    runs.write_checksums(os.path.join(str(mngr.directory), str(step)))
+  distributed.barrier(f"checksums of {mngr.directory}/{step}")
+
+
+# Errors process 0 finds alone (it alone holds the lock and checks the workdir); the other
+# processes raise the same class so that every process takes the same branch.
+_SHARED_ERRORS = (runs.RunConflictError, runs.WorkdirBusyError, runs.CheckpointError)
+
+
+def _raise_agreed(error: Optional[Exception]) -> None:
+  """Raises ``error`` (found on process 0, or ``None``) on every process: the exception
+  itself on process 0, the same class pointing at process 0's output on the others. With
+  one process: ``raise error`` if there is one."""
+  code = 0 if error is None else 1 + next(
+      i for i, cls in enumerate(_SHARED_ERRORS) if isinstance(error, cls))
+  code = int(distributed.broadcast(np.int32(code)))
+  if error is not None:
+    raise error
+  if code:
+    raise _SHARED_ERRORS[code - 1](
+        f"process 0 stopped the run ({_SHARED_ERRORS[code - 1].__name__}); its output says "
+        "why.")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
@@ -209,6 +284,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   (:func:`runs.check_identity`); corrupted checkpoints are set aside and the newest intact
   one is restored (:func:`runs.sort_out_checkpoints`); SIGTERM/SIGINT save a checkpoint
   at the current step and raise :class:`runs.Interrupted`.
+
+  Under ``jax.distributed`` (several processes, :mod:`sdssm_jax.distributed`) every
+  process calls this with the same config and workdir (one directory shared by all,
+  the same path everywhere); the mesh spans every process's devices. Process 0 alone
+  takes the lock, checks and records the identity, sorts out the checkpoints and writes
+  every file (logs, checksums, results, plot); the others skip the lock and follow its
+  decisions (see ``docs/multihost.md``).
 
   Returns:
     The content written to ``results.json``.
@@ -221,12 +303,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     runs.Interrupted: SIGTERM/SIGINT; a checkpoint of the current step was saved.
     FloatingPointError: a non-finite loss or parameter; the last good checkpoint stays.
   """
+  workdir = os.path.abspath(workdir)
+  if distributed.is_multiprocess():  # before anything that may raise on one process only
+    distributed.check_same(config.to_json_best_effort() + "\n" + workdir,
+                           "config and --workdir")
   configs.validate(config)
-  n_dev = len(jax.local_devices())
+  n_dev = jax.device_count()  # every process's devices under jax.distributed
   if config.train.batch_size % n_dev:
     raise ValueError(f"train.batch_size ({config.train.batch_size}) must be divisible by the "
                      f"number of devices ({n_dev}).")
-  workdir = os.path.abspath(workdir)
+  if distributed.is_multiprocess():
+    return _train_and_evaluate_multiprocess(config, workdir)
   if os.path.isdir(workdir):
     runs.check_identity(workdir, config)  # refuse before touching anything (no lock file)
   os.makedirs(workdir, exist_ok=True)
@@ -235,25 +322,56 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     return _train_and_evaluate(config, workdir, stored, signals)
 
 
+def _train_and_evaluate_multiprocess(config, workdir: str) -> Dict[str, Any]:
+  """Process 0 checks the identity and takes the lock (the other processes of the run
+  skip the lock: they are not a second run); its verdict is broadcast."""
+  with contextlib.ExitStack() as stack:
+    stored, error = None, None
+    if distributed.is_main():
+      try:
+        if os.path.isdir(workdir):
+          runs.check_identity(workdir, config)
+        os.makedirs(workdir, exist_ok=True)
+        stack.enter_context(runs.WorkdirLock(workdir))
+        stored = runs.check_identity(workdir, config)
+      except _SHARED_ERRORS as e:
+        error = e
+    _raise_agreed(error)
+    signals = stack.enter_context(runs.SignalCatcher())
+    return _train_and_evaluate(config, workdir, stored, signals)
+
+
 def _train_and_evaluate(config, workdir: str, stored, signals) -> Dict[str, Any]:
+  # With several processes, `multi` marks each point where they must agree; `main`
+  # (process 0, always True with one process) marks what only process 0 does.
+  multi, main = distributed.is_multiprocess(), distributed.is_main()
   model, task, query_symbol = make_model(config)
   optimizer, schedule = make_optimizer(config.optimizer, config.train.steps)
   mesh = make_mesh()
   replicated = NamedSharding(mesh, P())
   init_key, data_key = jax.random.split(jax.random.PRNGKey(config.seed))
   state = init_state(model, optimizer, init_key, mesh)
+  if multi:
+    data_key = distributed.replicate(data_key, replicated)
   train_step = make_train_step(model, task, optimizer, config, query_symbol, mesh)
 
   # Checkpoints written before checksums existed (a legacy workdir) are trusted as they are.
   legacy = stored is not None and stored.get("legacy", False)
   ckpt_dir, best_dir = os.path.join(workdir, "checkpoints"), os.path.join(workdir, "best")
   quarantine = os.path.join(workdir, runs.QUARANTINE_DIR)
-  runs.sort_out_checkpoints(ckpt_dir, os.path.join(quarantine, "checkpoints"), not legacy)
-  try:
-    runs.sort_out_checkpoints(best_dir, os.path.join(quarantine, "best"), not legacy)
-  except runs.CheckpointError as e:  # the best checkpoint is rebuilt by later evaluations
-    runs.report(f"{e} The best-checkpoint selection starts afresh.")
-    shutil.move(best_dir, os.path.join(quarantine, f"best-{time.strftime('%Y%m%d-%H%M%S')}"))
+  error = None
+  if main:  # the others wait in _raise_agreed (a collective) until this is done
+    try:
+      runs.sort_out_checkpoints(ckpt_dir, os.path.join(quarantine, "checkpoints"), not legacy)
+      try:
+        runs.sort_out_checkpoints(best_dir, os.path.join(quarantine, "best"), not legacy)
+      except runs.CheckpointError as e:  # the best checkpoint is rebuilt by later evaluations
+        runs.report(f"{e} The best-checkpoint selection starts afresh.")
+        shutil.move(best_dir,
+                    os.path.join(quarantine, f"best-{time.strftime('%Y%m%d-%H%M%S')}"))
+    except runs.CheckpointError as e:
+      error = e
+  _raise_agreed(error)
 
   opts = dict(create=True, enable_async_checkpointing=False)
   last_mngr = ocp.CheckpointManager(
@@ -262,16 +380,28 @@ def _train_and_evaluate(config, workdir: str, stored, signals) -> Dict[str, Any]
   # Two best checkpoints: the previous best is the fallback if the newest is damaged.
   best_mngr = ocp.CheckpointManager(best_dir,
                                     options=ocp.CheckpointManagerOptions(max_to_keep=2, **opts))
+  last_step, best_step = last_mngr.latest_step(), best_mngr.latest_step()
+  if multi:  # every process must restore the same steps (collective restores)
+    views = distributed.gather(np.asarray(
+        [-1 if last_step is None else last_step, -1 if best_step is None else best_step],
+        np.int32))
+    if (views != views[0]).any():
+      raise RuntimeError(
+          f"The processes see different checkpoints in {workdir} (latest last/best step per "
+          f"process: {views.tolist()}): the workdir must be one directory shared by every "
+          "host, at the same path.")
   wall = 0.0
   best_score = (-np.inf, -np.inf)
-  if last_mngr.latest_step() is not None:
-    restored, wall = _restore_last(last_mngr, last_mngr.latest_step(), state)
-    state = jax.device_put(restored, replicated)
-  if best_mngr.latest_step() is not None:
-    score = best_mngr.restore(best_mngr.latest_step(), args=ocp.args.StandardRestore())["score"]
+  if last_step is not None:
+    restored, wall = _restore_last(last_mngr, last_step, state)
+    # Restored with the template's (global, replicated) sharding.
+    state = restored if multi else jax.device_put(restored, replicated)
+  if best_step is not None:
+    score = _restore_anywhere(best_mngr, best_step, replicated)["score"]
     best_score = tuple(float(s) for s in score)
   start = int(state["step"])
-  runs.record_identity(workdir, config, stored, start)
+  if main:
+    runs.record_identity(workdir, config, stored, start)
 
   ec, tc = config.eval, config.train
   id_tokens = task.sample(jax.random.PRNGKey(ec.val_seed), ec.id_num_per_length,
@@ -282,7 +412,11 @@ def _train_and_evaluate(config, workdir: str, stored, signals) -> Dict[str, Any]
 
   def periodic_eval(params) -> Dict[str, float]:
     """In-distribution accuracy/loss on lengths min..train_length (validation seed), and
-    the optional validation accuracy on train_length+1..val_max_length."""
+    the optional validation accuracy on train_length+1..val_max_length. Every process
+    computes it on its own device; process 0's values count (they pick the best
+    checkpoint, whose save is collective)."""
+    params = distributed.local_copy(params)
+
     def per_length(tokens, lo, hi):
       correct, nll = (np.asarray(x) for x in scores(params, tokens))
       pos = np.asarray(task.effective_length(np.arange(lo, hi + 1))) - 1
@@ -291,38 +425,55 @@ def _train_and_evaluate(config, workdir: str, stored, signals) -> Dict[str, Any]
                                                       tc.train_length)))
     if val_tokens is not None:
       out["val_ood_acc"] = per_length(val_tokens, tc.train_length + 1, ec.val_max_length)[0]
-    return {k: float(v) for k, v in out.items()}
+    out = {k: float(v) for k, v in out.items()}
+    if multi:
+      keys = sorted(out)
+      values = distributed.broadcast(np.asarray([out[k] for k in keys], np.float64))
+      out = {k: float(v) for k, v in zip(keys, values)}
+    return out
 
   # Every step is logged once: records after the restored step (written before a crash or
   # a kill) are dropped, and TensorBoard purges its events from start + 1 on.
-  runs.truncate_jsonl(os.path.join(workdir, "metrics.jsonl"), start)
-  logger = _Logger(workdir, purge_step=start + 1 if start else None)
+  if main:
+    runs.truncate_jsonl(os.path.join(workdir, "metrics.jsonl"), start)
+  logger = _Logger(workdir, purge_step=start + 1 if start else None) if main else _NoLogger()
   pending = []
   t_window, s_window = time.time(), start
   from tqdm.auto import tqdm
-  use_bar = bool(tc.progress_bar) and _is_terminal(sys.stderr)
+  use_bar = main and bool(tc.progress_bar) and _is_terminal(sys.stderr)
   bar = tqdm(total=tc.steps, initial=start, disable=not use_bar, dynamic_ncols=True,
              desc=f"{config.model}/{config.task}")
   progress = _ProgressLines(f"{config.model}/{config.task}", tc.steps, start,
-                            0 if use_bar else tc.progress_every)
+                            0 if use_bar or not main else tc.progress_every)
   step = start
+  signum = None  # the signal that stops the run (agreed between processes)
   try:
     for step in range(start + 1, tc.steps + 1):
       t0 = time.time()
       state, metrics = train_step(state, data_key)
       pending.append(metrics)
       bar.update(1)
-      interrupted = signals.received is not None
-      boundary = (step % tc.log_every == 0 or step % tc.checkpoint_every == 0
-                  or step % tc.eval_every == 0 or step == tc.steps or interrupted)
-      if not boundary:
+      regular = (step % tc.log_every == 0 or step % tc.checkpoint_every == 0
+                 or step % tc.eval_every == 0 or step == tc.steps)
+      if multi:  # signals are agreed on at the regular boundaries only (one collective)
+        interrupted = False
+      else:
+        signum = signals.received
+        interrupted = signum is not None
+      if not (regular or interrupted):
         wall += time.time() - t0
         continue
       host = jax.device_get(pending)
       pending = []
       wall += time.time() - t0
       finite = np.array([bool(m["finite"]) for m in host])
-      if not finite.all() or not _all_finite(state["params"]):
+      ok = bool(finite.all()) and _all_finite(distributed.local_copy(state["params"]))
+      if multi:  # the same branch on every process: a signal to any, non-finite on any
+        agreed_signal, any_bad = distributed.max_over_processes(
+            [signals.received or 0, int(not ok)])
+        signum = int(agreed_signal) or None
+        interrupted, ok = signum is not None, not any_bad
+      if not ok:
         # `finite` covers the loss, the gradients and the updated parameters of each step.
         bad = step - len(host) + int(np.argmin(finite)) + 1 if not finite.all() else step
         kept = last_mngr.latest_step()
@@ -352,20 +503,25 @@ def _train_and_evaluate(config, workdir: str, stored, signals) -> Dict[str, Any]
       if step % tc.checkpoint_every == 0 or step == tc.steps or interrupted:
         _save_verified(last_mngr, step, {"state": state, "wall_time": wall})
       if interrupted:
-        raise runs.Interrupted(step, signals.received, workdir)
+        raise runs.Interrupted(step, signum, workdir)
   finally:
     bar.close()
     logger.close()
     last_mngr.wait_until_finished()
     best_mngr.wait_until_finished()
-  if signals.received is not None:  # a signal during the last step's evaluation
-    raise runs.Interrupted(step, signals.received, workdir)
+  # A signal during the last step's evaluation.
+  signum = (int(distributed.max_over_processes([signals.received or 0])[0]) or None
+            if multi else signals.received)
+  if signum is not None:
+    raise runs.Interrupted(step, signum, workdir)
 
-  # Final range evaluation of the selected checkpoint.
+  # Final range evaluation of the selected checkpoint (on every process, each on its own
+  # device, so that none waits long for another; process 0 writes the files).
   params, ckpt_step = state["params"], int(state["step"])
   if ec.checkpoint == "best" and best_mngr.latest_step() is not None:
-    params = best_mngr.restore(best_mngr.latest_step(), args=ocp.args.StandardRestore())["params"]
     ckpt_step = best_mngr.latest_step()
+    params = _restore_anywhere(best_mngr, ckpt_step, replicated)["params"]
+  params = distributed.local_copy(params)
   t0 = time.time()
   result = evaluation.evaluate_range(
       model, params, task, min_length=ec.min_length, max_length=ec.max_length,
@@ -378,11 +534,13 @@ def _train_and_evaluate(config, workdir: str, stored, signals) -> Dict[str, Any]
            "hardware": hardware(), "jax_version": jax.__version__,
            "fingerprint": runs.fingerprint(runs.identity_fields(config)),
            "config": json.loads(config.to_json_best_effort())}
-  evaluation.write_results(workdir, result, extra)
-  evaluation.plot_accuracy(os.path.join(workdir, "accuracy_vs_length.png"),
-                           {f"{config.model} / {config.task}": result}, tc.train_length,
-                           title=f"{config.task}: accuracy vs length (step {ckpt_step})")
+  if main:
+    evaluation.write_results(workdir, result, extra)
+    evaluation.plot_accuracy(os.path.join(workdir, "accuracy_vs_length.png"),
+                             {f"{config.model} / {config.task}": result}, tc.train_length,
+                             title=f"{config.task}: accuracy vs length (step {ckpt_step})")
   last_mngr.close()
   best_mngr.close()
+  distributed.barrier("results written")  # the others read process 0's results.json
   with open(os.path.join(workdir, "results.json")) as f:
     return json.load(f)
