@@ -91,6 +91,7 @@ def _config():
   return c
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_and_resume_bit_identical_after_sigkill(tmp_path):
   """2 processes x 1 device (jax.distributed, gloo) against 1 process x 2 devices (the
   same global batch): the same losses at every logged step; a second run on the workdir

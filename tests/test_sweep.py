@@ -212,6 +212,7 @@ def test_rerun_with_another_lr_is_a_conflict_not_ok(smoke_sweep):
   assert [row["status"] for row in _read_csv(root).values()] == ["ok", "ok"]
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_launcher_stops_every_run_with_a_checkpoint(tmp_path):
   root = str(tmp_path / "sweep")
   cmd = [sys.executable, "-m", "experiments.sweep", "--sweep=smoke", f"--root={root}",

@@ -52,6 +52,7 @@ def _logged_steps(workdir):
     return [json.loads(l)["step"] for l in f if l.endswith("\n")]
 
 
+@pytest.mark.slow
 def test_sigkill_and_sigterm_then_resume_are_bit_identical(tmp_path):
   """One uninterrupted reference run; one run SIGKILLed after its first checkpoint and one
   SIGTERMed mid-way (with a second process refused while it holds the workdir); both
