@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from typing import List
 
-__all__ = ["names", "path", "describe", "DIR"]
+__all__ = ["names", "path", "describe", "zoo_recipe", "DIR"]
 
 DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -42,3 +42,19 @@ def describe(name: str) -> str:
     text = f.read()
   doc = text.split('"""')[1] if text.startswith('"""') else ""
   return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def zoo_recipe(name: str, task: str, arg, **fields):
+  """The config of a zoo recipe: the task's official settings with ``fields``
+  (``"section.field"`` written ``section__field``) set; recipes take no argument, and
+  train with per-sequence lengths, as the zoo runs did."""
+  if arg:
+    raise ValueError(f"{name} takes no argument (got {arg!r}); override fields with "
+                     "--config.<field>=<value>.")
+  from sdssm_jax.configs import get_config
+  c = get_config(f"task={task}")
+  for key, value in fields.items():
+    section, field = key.split("__")
+    c[section][field] = value
+  c.train.length_sampling = "per_sequence"  # how the zoo runs drew their training lengths
+  return c

@@ -12,21 +12,17 @@ Selection: checkpoint with the best val_ood_acc on a validation sample (seed 7, 
 settings of the task is set below.
 """
 
-from sdssm_jax.configs import get_config as _official
+from sdssm_jax.experiment_configs import zoo_recipe
 
 
 def get_config(arg=None):
-  if arg:
-    raise ValueError(f"zoo_cycle_navigation takes no argument (got {arg!r}); override fields with "
-                     "--config.<field>=<value>.")
-  c = _official("task=cycle_navigation")
-  c.eval.best_metric = 'val_ood_acc'
-  c.eval.val_max_length = 500
-  c.optimizer.boundaries = (35000, 55000)
-  c.optimizer.lr = 0.0003
-  c.optimizer.scales = (0.3333333333333333, 0.3)
-  c.optimizer.schedule = 'piecewise'
-  c.train.eval_every = 500
-  c.train.steps = 70000
-  c.train.length_sampling = "per_sequence"  # how the zoo runs drew their training lengths
-  return c
+  return zoo_recipe(
+      "zoo_cycle_navigation", "cycle_navigation", arg,
+      eval__best_metric='val_ood_acc',
+      eval__val_max_length=500,
+      optimizer__boundaries=(35000, 55000),
+      optimizer__lr=0.0003,
+      optimizer__scales=(0.3333333333333333, 0.3),
+      optimizer__schedule='piecewise',
+      train__eval_every=500,
+      train__steps=70000,)

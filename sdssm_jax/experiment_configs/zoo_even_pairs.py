@@ -12,19 +12,15 @@ Selection: checkpoint with the best val_ood_acc on a validation sample (seed 7, 
 settings of the task is set below.
 """
 
-from sdssm_jax.configs import get_config as _official
+from sdssm_jax.experiment_configs import zoo_recipe
 
 
 def get_config(arg=None):
-  if arg:
-    raise ValueError(f"zoo_even_pairs takes no argument (got {arg!r}); override fields with "
-                     "--config.<field>=<value>.")
-  c = _official("task=even_pairs")
-  c.eval.best_metric = 'val_ood_acc'
-  c.eval.val_max_length = 500
-  c.model_config.rescale = False
-  c.optimizer.lr = 0.0003
-  c.train.eval_every = 500
-  c.train.steps = 20000
-  c.train.length_sampling = "per_sequence"  # how the zoo runs drew their training lengths
-  return c
+  return zoo_recipe(
+      "zoo_even_pairs", "even_pairs", arg,
+      eval__best_metric='val_ood_acc',
+      eval__val_max_length=500,
+      model_config__rescale=False,
+      optimizer__lr=0.0003,
+      train__eval_every=500,
+      train__steps=20000,)

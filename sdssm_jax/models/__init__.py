@@ -67,7 +67,8 @@ import typing
 import flax.linen as nn
 import ml_collections
 
-from sdssm_jax.models.base import (LAYER_NORM_EPS, TAGS, ScanModel, SequenceModel, entry,
+from sdssm_jax.models.base import (LAYER_NORM_EPS, TAGS, DiagonalTableModel, ScanModel,
+                                   SequenceModel, entry,
                                    names, register, tags)
 # Importing a model's module registers it: this order is the registry's order.
 from sdssm_jax.models.sdssm import SDSSM, column_normalize, select_transitions
@@ -78,7 +79,7 @@ from sdssm_jax.models.pdssm import PDSSM
 from sdssm_jax.models.recurrent import LSTM, ElmanRNN
 
 __all__ = ["SDSSM", "ComplexDiagonalSSM", "RealDiagonalSSM", "LTIComplexSSM", "PDSSM",
-           "ElmanRNN", "LSTM", "SequenceModel", "ScanModel", "LAYER_NORM_EPS", "TAGS",
+           "ElmanRNN", "LSTM", "SequenceModel", "ScanModel", "DiagonalTableModel", "LAYER_NORM_EPS", "TAGS",
            "build", "column_normalize", "default_config", "names", "register", "tags",
            "select_transitions", "validate_config"]
 

@@ -161,6 +161,30 @@ class ScanModel(SequenceModel):
                                       index=index, **kwargs)
 
 
+class DiagonalTableModel(ScanModel):
+  """A :class:`ScanModel` with one diagonal transition and one input per symbol: a
+  subclass writes ``_tables() -> (λ [V, N], b [V, N])`` and gets ``states``, ``step`` and
+  ``symbol_transitions`` (``h_t = λ(u_t) ⊙ h_{t-1} + b(u_t)``)."""
+
+  def _tables(self) -> Tuple[jax.Array, jax.Array]:
+    raise NotImplementedError
+
+  def symbol_transitions(self) -> jax.Array:
+    """Per-symbol λ, ``[V, N]``."""
+    return self._tables()[0]
+
+  def states(self, tokens: jax.Array) -> jax.Array:
+    """States ``[..., L, N]`` for int ``tokens`` ``[..., L]``."""
+    tokens = jnp.asarray(tokens)
+    lam, b = self._tables()
+    return self.recurrence(lam, jnp.take(b, tokens, axis=0), index=tokens)
+
+  def step(self, states: jax.Array, symbol: int) -> jax.Array:
+    """``λ(symbol) ⊙ h + b(symbol)`` for states ``[..., N]``."""
+    lam, b = self._tables()
+    return lam[symbol] * states + b[symbol]
+
+
 # ----------------------------------------------------------------------------- registry
 
 # name -> (constructor(vocab_size, num_classes, **fields), default fields, tags)

@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sdssm_jax.models.base import ScanModel, register
+from sdssm_jax.models.base import DiagonalTableModel, register
 from sdssm_jax.models.readouts import torch_dense, uniform_init
 
 __all__ = ["RealDiagonalSSM", "mamba_transitions", "pm1_transitions", "REAL_TRANSITIONS"]
@@ -46,7 +46,7 @@ def _dt_bias_init(dt_min: float = 1e-3, dt_max: float = 1e-1):
   return init
 
 
-class RealDiagonalSSM(ScanModel):
+class RealDiagonalSSM(DiagonalTableModel):
   """Selective real diagonal SSM. Fields: :class:`~sdssm_jax.models.base.ScanModel`'s and
   ``transition``, ``"mamba"`` (λ in (0, 1)) or ``"pm1"`` (λ in (-1, 1))."""
 
@@ -75,21 +75,6 @@ class RealDiagonalSSM(ScanModel):
       lam, dt = mamba_transitions(self.dt_proj(eye), self.a_log)
       return lam, dt * self.B
     return pm1_transitions(self.lam_proj(eye)), self.B
-
-  def symbol_transitions(self) -> jax.Array:
-    """Per-symbol λ, float32 ``[V, N]``."""
-    return self._tables()[0]
-
-  def states(self, tokens: jax.Array) -> jax.Array:
-    """States float32 ``[..., L, N]`` for int ``tokens`` ``[..., L]``."""
-    tokens = jnp.asarray(tokens)
-    lam, b = self._tables()
-    return self.recurrence(lam, jnp.take(b, tokens, axis=0), index=tokens)
-
-  def step(self, states: jax.Array, symbol: int) -> jax.Array:
-    """``λ(symbol) ⊙ h + b(symbol)`` for states ``[..., N]``."""
-    lam, b = self._tables()
-    return lam[symbol] * states + b[symbol]
 
 
 def _fields(transition: str) -> dict:

@@ -13,7 +13,7 @@ from typing import Tuple
 import jax
 import jax.numpy as jnp
 
-from sdssm_jax.models.base import ScanModel, register
+from sdssm_jax.models.base import DiagonalTableModel, register
 from sdssm_jax.models.readouts import uniform_init
 
 __all__ = ["LTIComplexSSM", "s4d_transitions"]
@@ -33,7 +33,7 @@ def s4d_transitions(log_dt: jax.Array, log_neg_re: jax.Array,
   return jnp.exp(jax.lax.complex(-dt * jnp.exp(log_neg_re), dt * im)), dt
 
 
-class LTIComplexSSM(ScanModel):
+class LTIComplexSSM(DiagonalTableModel):
   """Input-independent complex diagonal SSM; fields: those of
   :class:`~sdssm_jax.models.base.ScanModel`."""
 
@@ -58,21 +58,6 @@ class LTIComplexSSM(ScanModel):
     re, im = jnp.split(self.B, 2, axis=-1)
     b = dt * jax.lax.complex(re, im)
     return jnp.broadcast_to(lam, (self.vocab_size, self.state_size)), b
-
-  def symbol_transitions(self) -> jax.Array:
-    """λ for every symbol (the same row V times), complex ``[V, N]``."""
-    return self._tables()[0]
-
-  def states(self, tokens: jax.Array) -> jax.Array:
-    """Complex states ``[..., L, N]`` for int ``tokens`` ``[..., L]``."""
-    tokens = jnp.asarray(tokens)
-    lam, b = self._tables()
-    return self.recurrence(lam, jnp.take(b, tokens, axis=0), index=tokens)
-
-  def step(self, states: jax.Array, symbol: int) -> jax.Array:
-    """``λ ⊙ h + b(symbol)`` for states ``[..., N]``."""
-    lam, b = self._tables()
-    return lam[symbol] * states + b[symbol]
 
 
 register("lti_complex", LTIComplexSSM, dict(state_size=64, readout_kind="linear",
