@@ -29,7 +29,9 @@ moves time to the front, then dispatches on the method:
 
 * ``"sequential"`` (:func:`_sequential_scan`, :func:`_rescaled_sequential_scan`):
   ``jax.lax.scan`` over time. Θ(L N^2) work (Θ(L N) for diagonal and PD transitions),
-  Θ(L) depth. Fastest on CPUs.
+  Θ(L) depth. Fastest on CPUs. A real dense TABLE (``index`` given) runs
+  :func:`sdssm_jax.table_scan.table_recurrence` instead: a loop of exactly ``length``
+  steps with a hand-written VJP (one GEMM per step forward and two backward).
 * ``"associative"`` (:func:`_associative_scan`): ``jax.lax.associative_scan`` with the
   combine ``(A2, b2) o (A1, b1) = (A2 A1, A2 b1 + b2)``. Θ(L N^3) work for dense
   transitions, Θ(L N) for diagonal and PD ones, Θ(log L) depth. Meant for GPUs and TPUs.
@@ -48,9 +50,11 @@ from typing import Optional, Tuple, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # Re-exported: ``scan.PD``, ``scan.pd_apply``, ... are the public names.
 from sdssm_jax.pd_ops import PD, _check_pd, pd_apply, pd_compose, pd_to_dense
+from sdssm_jax.table_scan import table_recurrence
 
 __all__ = ["METHODS", "PD", "RESCALE_BITS", "default_method", "ldexp", "linear_recurrence",
            "pd_apply", "pd_compose", "pd_to_dense", "renormalize"]
@@ -370,6 +374,9 @@ def linear_recurrence(
     chunk_size: int = 64,
     index: Optional[jax.Array] = None,
     rescale: bool = False,
+    length: Optional[jax.Array] = None,
+    input_table: bool = False,
+    final_state: bool = False,
 ):
   """Computes ``h_t = A_t h_{t-1} + b_t`` for every ``t = 1..L``.
 
@@ -388,6 +395,18 @@ def linear_recurrence(
       ``2**RESCALE_BITS`` whenever its largest entry passes that bound. Scaling by powers
       of two is exact in floating point, so this is the same computation with an
       unbounded exponent range; the inputs ``b`` enter as ``b * 2**-exponent``.
+    length: optional int, a scalar or one per sequence (``[...]``, the batch dims), may
+      be traced, each in ``0..L``: only the steps ``t < length`` count; the states at ``t >= length`` are returned as 0 (exponent
+      0) and get no gradient. The sequential backend on a real dense table runs exactly
+      ``length`` steps (one compiled program for every length); the others compute all
+      ``L`` steps and zero the rest. A Python int outside ``0..L`` raises; an array
+      (traced or not) is clipped to ``0..L``.
+    input_table: ``b`` is a per-symbol table ``[V, N]`` indexed like ``A``
+      (``b_t = b[index_t]``; needs ``index``), so no ``[..., L, N]`` input is built.
+    final_state: return only the state after step ``length`` (``L`` when ``None``;
+      ``h0`` for 0), ``[..., N]`` (with ``rescale``: ``(mantissa [..., N], exponent
+      [...])``). The dense-table sequential backend then builds no ``[..., L, N]``
+      output at all: what a loss on the last position needs.
 
   Returns:
     States ``h`` of shape ``[..., L, N]`` (``h[..., t, :]`` is the state after step
@@ -402,6 +421,15 @@ def linear_recurrence(
   if chunk_size < 1:
     raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
   b = jnp.asarray(b)
+  if input_table:
+    if index is None:
+      raise ValueError("input_table=True needs an index.")
+    index = jnp.asarray(index)
+    rows = (A.rows if isinstance(A, PD) else jnp.asarray(A)).shape[0]
+    if b.ndim != 2 or b.shape[0] != rows:
+      raise ValueError(f"With input_table=True, b must be a table [{rows}, N] like A, got "
+                       f"{b.shape}.")
+    b_table, b = b, jax.ShapeDtypeStruct(index.shape + b.shape[-1:], b.dtype)
   if b.ndim < 2:
     raise ValueError(f"b must have shape [..., L, N], got {b.shape}.")
   L, N = b.shape[-2:]
@@ -409,6 +437,15 @@ def linear_recurrence(
     index = jnp.asarray(index)
     if index.shape[-1:] != (L,):
       raise ValueError(f"index must be int [..., {L}] to match b {b.shape}, got {index.shape}.")
+  if isinstance(length, (int, np.integer)) and not isinstance(length, bool):
+    if not 0 <= int(length) <= L:
+      raise ValueError(f"length must be in 0..{L} (the inputs' L), got {int(length)}.")
+  if length is not None:
+    length = jnp.clip(jnp.asarray(length, jnp.int32), 0, L)
+    if length.ndim and length.shape != b.shape[:-2] and length.shape != (
+        index.shape[:-1] if index is not None else ()):
+      raise ValueError(f"length must be a scalar or [...] like the batch dims, got "
+                       f"{length.shape}.")
   kind, A, lead = _structure(A, b.shape, index is not None)
   batch = jnp.broadcast_shapes(index.shape[:-1] if index is not None else lead, b.shape[:-2])
 
@@ -417,10 +454,49 @@ def linear_recurrence(
   dtypes = [values.dtype, b.dtype] + ([jnp.asarray(h0).dtype] if h0 is not None else [])
   dtype = jnp.result_type(jnp.float32, *dtypes)
   A = PD(A.rows, A.diag.astype(dtype)) if kind == "pd" else A.astype(dtype)
-  b = jnp.broadcast_to(b.astype(dtype), batch + (L, N))
   h0 = (jnp.zeros(batch + (N,), dtype) if h0 is None
         else jnp.broadcast_to(jnp.asarray(h0).astype(dtype), batch + (N,)))
+  dense_table = (index is not None and kind == "dense"
+                 and not jnp.issubdtype(dtype, jnp.complexfloating))
+  if method == "sequential" and dense_table:  # the hand-written loop (table_scan)
+    idx_t = jnp.moveaxis(jnp.broadcast_to(index, batch + (L,)), -1, 0)
+    if input_table:
+      b_in = b_table.astype(dtype)
+    else:
+      b_in = jnp.moveaxis(jnp.broadcast_to(b.astype(dtype), batch + (L, N)), -2, 0)
+    hs, ks = table_recurrence(A, b_in, idx_t, h0, length, rescale, RESCALE_BITS,
+                              b_indexed=input_table, final_only=final_state)
+    if not final_state:
+      hs, ks = jnp.moveaxis(hs, 0, -2), jnp.moveaxis(ks, 0, -1)
+    return (hs, ks) if rescale else hs
+  if input_table:
+    b = jnp.take(b_table, index, axis=0)
+  out = _dispatch(A, b.astype(dtype), h0, kind, index, batch, method, chunk_size, rescale,
+                  length)
+  return _final(out, h0, length, rescale) if final_state else out
 
+
+def _final(out, h0: jax.Array, length: Optional[jax.Array], rescale: bool):
+  """The state after step ``length`` (scalar or ``[...]``) from all states ``[..., L, N]``
+  (``h0`` where it is 0)."""
+  hs, ks = out if rescale else (out, None)
+  L = hs.shape[-2]
+  n = jnp.broadcast_to(jnp.asarray(L if length is None else length, jnp.int32),
+                       hs.shape[:-2])
+  pos = jnp.maximum(n - 1, 0)[..., None]
+  h = jnp.take_along_axis(hs, pos[..., None], axis=-2)[..., 0, :]
+  h = jnp.where((n > 0)[..., None], h, h0)
+  if not rescale:
+    return h
+  k = jnp.where(n > 0, jnp.take_along_axis(ks, pos, axis=-1)[..., 0], 0)
+  return h, k
+
+
+def _dispatch(A, b: jax.Array, h0: jax.Array, kind: str, index, batch: tuple, method: str,
+              chunk_size: int, rescale: bool, length):
+  """Time-major layout, then the backend of ``method`` (not the dense-table loop)."""
+  L, N = b.shape[-2:]
+  b = jnp.broadcast_to(b, batch + (L, N))
   # Time-major layout: [L, *batch, ...]. Indexed: the symbols step, the table stays whole.
   b_t = jnp.moveaxis(b, -2, 0)
   if index is not None:
@@ -431,15 +507,28 @@ def linear_recurrence(
                 A)
     table = None
 
-  # Dispatch.
   match method:
     case "sequential" if rescale:
       hs, ks = _rescaled_sequential_scan(a_t, b_t, h0, kind, table)
-      return jnp.moveaxis(hs, 0, -2), jnp.moveaxis(ks, 0, -1)
+      hs, ks = jnp.moveaxis(hs, 0, -2), jnp.moveaxis(ks, 0, -1)
+      return _truncate(hs, length), _truncate(ks, length, time_axis=-1)
     case "sequential":
       hs = _sequential_scan(a_t, b_t, h0, kind, table)
     case "associative":
       hs = _associative_scan(a_t, b_t, h0, kind, table)
     case "chunked":
       hs = _chunked_scan(a_t, b_t, h0, kind, table, chunk_size)
-  return jnp.moveaxis(hs, 0, -2)
+  return _truncate(jnp.moveaxis(hs, 0, -2), length)
+
+
+def _truncate(x: jax.Array, length: Optional[jax.Array], time_axis: int = -2) -> jax.Array:
+  """``x`` with the positions ``t >= length`` of its time axis set to 0 (``None``: as
+  is). ``x`` ``[..., L, N]`` (or ``[..., L]`` with ``time_axis=-1``)."""
+  if length is None:
+    return x
+  L = x.shape[time_axis]
+  n = jnp.asarray(length)[..., None]                      # [..., 1] or [1]
+  keep = jnp.arange(L) < n                                # [..., L]
+  if time_axis == -2:
+    keep = keep[..., None]
+  return jnp.where(keep, x, jnp.zeros((), x.dtype))

@@ -191,7 +191,7 @@ def test_invalid_config_arguments_list_choices():
   with pytest.raises(ValueError, match="parity, even_pairs.*a5, .*c2xc<N>, d<N>"):
     configs.get_config("task=parityy")
   with pytest.raises(ValueError, match="valid choices: sdssm"):
-    configs.get_config("task=parity,model=transformer")
+    configs.get_config("task=parity,model=transformerr")
   with pytest.raises(ValueError, match="valid keys: task, model"):
     configs.get_config("tsk=parity")
 

@@ -89,9 +89,23 @@ def small_config(name, length_sampling="per_sequence"):
   return c
 
 
-def setup(c, mesh=None, make_step=None):
-  """(step, state) for config ``c`` on ``mesh`` (all local devices by default)."""
+class StaticSDSSM(models.SDSSM):
+  """SD-SSM without ``last_state``: the train step's per-bucket path (query inside)."""
+  dynamic_length = False
+
+
+def _static(model):
+  import dataclasses
+  return StaticSDSSM(**{f.name: getattr(model, f.name) for f in dataclasses.fields(model)
+                        if f.name not in ("parent", "name")})
+
+
+def setup(c, mesh=None, make_step=None, static=False):
+  """(step, state) for config ``c`` on ``mesh`` (all local devices by default);
+  ``static``: SD-SSM through the per-bucket path."""
   model, task, q = train.make_model(c)
+  if static:
+    model = _static(model)
   opt, _ = train.make_optimizer(c.optimizer, c.train.steps)
   mesh = mesh or train.make_mesh()
   state = train.init_state(model, opt, jax.random.PRNGKey(0), mesh)
@@ -283,6 +297,14 @@ if n == 1:
   out["resume_bit_exact"] = all(np.array_equal(a, np.asarray(b)) for a, b in
                                 zip(at_30, jax.tree_util.tree_leaves(state)))
   out["num_compiled_after_resume"] = step.num_compiled()
+  # The one-program path (last_state, n steps, query by model.step) against the
+  # per-bucket programs (padded to the bucket, query inside the scan): same losses.
+  static, state = T.setup(T.official_config("per_batch"), static=True)
+  out["static"] = []
+  for _ in range(5):
+    state, m = static(state, key)
+    out["static"].append(float(m["loss"]))
+  out["static_buckets"] = list(static.buckets)
   # per_sequence: the same losses as the previous step.
   legacy, state = T.setup(T.official_config("per_sequence"),
                           make_step=T.legacy_make_train_step)
@@ -314,11 +336,17 @@ def test_per_sequence_matches_the_previous_step(device_runs):
                              rtol=1e-6)
 
 
-def test_per_batch_compiles_one_program_per_bucket_and_resumes_exactly(device_runs):
+def test_per_batch_compiles_one_program_and_resumes_exactly(device_runs):
   r = device_runs[1]
-  assert r["buckets"] == [8, 16, 24, 32, 40]
-  assert r["num_compiled"] == r["num_compiled_after_resume"] == 5  # all hit in 100 steps
+  assert r["buckets"] == [40]  # SD-SSM: one program, the loop runs n steps
+  assert r["num_compiled"] == r["num_compiled_after_resume"] == 1  # 100 steps, ~40 lengths
   assert r["lengths_ok"] and r["resume_bit_exact"]
+
+
+def test_one_program_path_matches_the_per_bucket_programs(device_runs):
+  r = device_runs[1]
+  assert r["static_buckets"] == [8, 16, 24, 32, 40]
+  np.testing.assert_allclose(r["per_batch"], r["static"], rtol=1e-5)
 
 
 # ------------------------------------------------------------- per-batch lengths (host)
@@ -348,7 +376,11 @@ def test_per_batch_lengths_are_uniform_and_a_pure_function_of_key_and_step():
   c.train.min_length, c.train.train_length = 5, 12
   narrow = _host_step(c)
   got = {narrow.length(key, s) for s in range(300)}
-  assert got == set(range(5, 13)) and narrow.buckets == (8, 12)
+  assert got == set(range(5, 13)) and narrow.buckets == (12,)  # SD-SSM: one program
+  model, task, q = train.make_model(c)
+  opt, _ = train.make_optimizer(c.optimizer, c.train.steps)
+  assert train_step.make_train_step(_static(model), task, opt, c, q,
+                                    train.make_mesh()).buckets == (8, 12)
 
 
 def test_length_buckets():

@@ -49,9 +49,11 @@ LAYER_NORM_EPS = 1e-5
 #: transitions, which commute), ``pd`` (column one-hot x diagonal), ``nonlinear``
 #: (nonlinear recurrences, ``jax.lax.scan`` over time), ``complex`` (complex states),
 #: ``real`` (real diagonal decays), ``lti`` (input-independent transitions),
-#: ``mlp_readout`` (the nonlinear-readout ablation), ``deep`` (more than one layer).
+#: ``mlp_readout`` (the nonlinear-readout ablation), ``deep`` (more than one layer),
+#: ``delta`` (delta-rule matrix states: DeltaNet, DeltaProduct), ``block`` (block-diagonal
+#: transitions), ``attention`` (self-attention), ``stack`` (residual stacks of blocks).
 TAGS = ("dense", "diagonal", "pd", "nonlinear", "complex", "real", "lti", "mlp_readout",
-        "deep")
+        "deep", "delta", "block", "attention", "stack")
 
 
 def complex_features(h: jax.Array) -> jax.Array:

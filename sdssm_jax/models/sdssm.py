@@ -48,7 +48,12 @@ def column_normalize(a: jax.Array, p: float) -> jax.Array:
   Returns:
     ``[..., N, N]`` with ``sum_i |out[..., i, j]|^p == 1`` for every ``j``.
   """
-  norms = jnp.sum(jnp.abs(a) ** p, axis=-2, keepdims=True) ** (1.0 / p)
+  # |a|^p as exp(p log|a|) (XLA's CPU pow is ~4x slower than exp and log, and this sits
+  # in every train step); exact zeros map to 0 with a zero gradient, as |0|^p does.
+  mag = jnp.abs(a)
+  zero = mag == 0
+  powered = jnp.where(zero, 0.0, jnp.exp(p * jnp.log(jnp.where(zero, 1.0, mag))))
+  norms = jnp.exp(jnp.log(jnp.sum(powered, axis=-2, keepdims=True)) / p)
   return a / norms
 
 
@@ -166,6 +171,10 @@ class SDSSM(nn.Module):
   readout_hidden: int = 64
   rescale: Optional[bool] = None
 
+  #: Has ``last_state(tokens, length, num_symbols)`` (the train step's one-program
+  #: per-batch path, see :mod:`sdssm_jax.train_step`).
+  dynamic_length = True
+
   def __post_init__(self):
     for field in ("vocab_size", "num_classes", "state_size", "num_matrices", "chunk_size",
                   "readout_hidden"):
@@ -213,18 +222,47 @@ class SDSSM(nn.Module):
 
   # -- states and readout ----------------------------------------------------------
 
-  def states(self, tokens: jax.Array, path: str = "token") -> jax.Array:
+  def _table(self, num_symbols: Optional[int]):
+    """The per-symbol transitions of the first ``num_symbols`` symbols (all: ``None``)."""
+    if num_symbols is None:
+      return self.symbol_transitions(), self.B
+    if not 1 <= int(num_symbols) <= self.vocab_size:
+      raise ValueError(f"num_symbols must be in 1..{self.vocab_size}, got {num_symbols}.")
+    eye = jnp.eye(self.vocab_size)[:int(num_symbols)]
+    return select_transitions(self.selector(eye), self.A, self.p_norm), self.B[:int(num_symbols)]
+
+  def last_state(self, tokens: jax.Array, length, num_symbols: Optional[int] = None):
+    """The state after the first ``length`` (int scalar, may be traced) of ``tokens``
+    ``[..., L]``: ``[..., N]`` (``(mantissa, exponent)`` when rescaled), as ``states``
+    would give at position ``length - 1``, without building every position's state (the
+    sequential scan runs exactly ``length`` steps). ``num_symbols`` as in ``states``."""
+    table, b = self._table(num_symbols)
+    return scan_lib.linear_recurrence(
+        table, b, index=jnp.asarray(tokens), method=self.scan_method,
+        chunk_size=self.chunk_size, rescale=self.rescaled, length=length, input_table=True,
+        final_state=True)
+
+  def states(self, tokens: jax.Array, path: str = "token", length=None,
+             num_symbols: Optional[int] = None) -> jax.Array:
     """States x_1..x_L, float32 ``[..., L, N]``, for int ``tokens`` ``[..., L]``.
 
     ``path="token"`` computes the V per-symbol matrices once and lets the scan gather
     them per step; ``path="general"`` builds a transition matrix for every position
     from one-hot features (what a stack of layers over continuous inputs does). Both
     give the same numbers.
+
+    ``length`` (int scalar, may be traced): only the first ``length`` positions count
+    (``scan.linear_recurrence``'s ``length``: states after it are 0, and the sequential
+    token path runs exactly ``length`` steps). ``num_symbols`` (static int <= V): the
+    tokens use only ids ``< num_symbols`` (e.g. the task's symbols, without the query
+    token), so the scan multiplies by those symbols' matrices only; inside jit a larger
+    id reads a wrong row (validate at the boundary).
     """
-    kw = dict(method=self.scan_method, chunk_size=self.chunk_size, rescale=self.rescaled)
+    kw = dict(method=self.scan_method, chunk_size=self.chunk_size, rescale=self.rescaled,
+              length=length)
     if path == "token":
-      b = jnp.take(self.B, tokens, axis=0)
-      return scan_lib.linear_recurrence(self.symbol_transitions(), b, index=tokens, **kw)
+      table, b = self._table(num_symbols)
+      return scan_lib.linear_recurrence(table, b, index=tokens, input_table=True, **kw)
     if path == "general":
       u = jax.nn.one_hot(tokens, self.vocab_size, dtype=jnp.float32)
       return scan_lib.linear_recurrence(self.feature_transitions(u), u @ self.B, **kw)
@@ -233,7 +271,8 @@ class SDSSM(nn.Module):
   def step(self, states, symbol: int):
     """Applies one more symbol to states ``[..., N]`` (or ``(mantissa, exponent)`` with
     ``rescale``): Â(e_symbol) x + B[symbol]."""
-    a = self.symbol_transitions()[symbol]
+    a = select_transitions(self.selector(jnp.eye(self.vocab_size)[symbol]), self.A,
+                           self.p_norm)
     apply = lambda x: jnp.einsum("ij,...j->...i", a, x, precision=jax.lax.Precision.HIGHEST)
     if self.rescaled:
       mantissa, exponent = states
