@@ -96,8 +96,8 @@ def _read_logits_fn(model, num_symbols: Optional[int], query_symbol: Optional[in
 
   Models with ``dynamic_length`` (SD-SSM) get the task tokens WITHOUT the query and each
   sequence's length: ``model.last_state`` runs exactly that many steps over the task's
-  ``num_symbols`` symbols, then the query token is one ``model.step`` (what "prefix"
-  evaluation does). Others get ``batch["inputs"]`` (query included) whole."""
+  ``num_symbols`` symbols, then applies the query token as one more step (what "prefix"
+  evaluation does with ``model.step``). Others get ``batch["inputs"]`` (query included) whole."""
   if not getattr(model, "dynamic_length", False):
     return lambda p, batch: evaluation.read_logits(model, p, batch["inputs"],
                                                    batch["read_pos"])
@@ -105,9 +105,7 @@ def _read_logits_fn(model, num_symbols: Optional[int], query_symbol: Optional[in
   def logits_fn(p, batch):
     variables = {"params": p}
     final = model.apply(variables, batch["inputs"], batch["length"], num_symbols,
-                        method="last_state")
-    if query_symbol is not None:
-      final = model.apply(variables, final, query_symbol, method="step")
+                        query_symbol, method="last_state")
     return model.apply(variables, final, method="logits")
 
   return logits_fn

@@ -171,7 +171,7 @@ class SDSSM(nn.Module):
   readout_hidden: int = 64
   rescale: Optional[bool] = None
 
-  #: Has ``last_state(tokens, length, num_symbols)`` (the train step's one-program
+  #: Has ``last_state(tokens, length, num_symbols, then)`` (the train step's one-program
   #: per-batch path, see :mod:`sdssm_jax.train_step`).
   dynamic_length = True
 
@@ -223,24 +223,29 @@ class SDSSM(nn.Module):
   # -- states and readout ----------------------------------------------------------
 
   def _table(self, num_symbols: Optional[int]):
-    """The per-symbol transitions of the first ``num_symbols`` symbols (all: ``None``)."""
+    """The per-symbol transitions and inputs of the first ``num_symbols`` symbols (all:
+    ``None``), with the full table (``[V, N, N]``, computed once)."""
+    table = self.symbol_transitions()
     if num_symbols is None:
-      return self.symbol_transitions(), self.B
+      return table, self.B, table
     if not 1 <= int(num_symbols) <= self.vocab_size:
       raise ValueError(f"num_symbols must be in 1..{self.vocab_size}, got {num_symbols}.")
-    eye = jnp.eye(self.vocab_size)[:int(num_symbols)]
-    return select_transitions(self.selector(eye), self.A, self.p_norm), self.B[:int(num_symbols)]
+    return table[:int(num_symbols)], self.B[:int(num_symbols)], table
 
-  def last_state(self, tokens: jax.Array, length, num_symbols: Optional[int] = None):
-    """The state after the first ``length`` (int scalar, may be traced) of ``tokens``
-    ``[..., L]``: ``[..., N]`` (``(mantissa, exponent)`` when rescaled), as ``states``
-    would give at position ``length - 1``, without building every position's state (the
-    sequential scan runs exactly ``length`` steps). ``num_symbols`` as in ``states``."""
-    table, b = self._table(num_symbols)
-    return scan_lib.linear_recurrence(
+  def last_state(self, tokens: jax.Array, length, num_symbols: Optional[int] = None,
+                 then: Optional[int] = None):
+    """The state after the first ``length`` (int scalar or ``[...]``, may be traced) of
+    ``tokens`` ``[..., L]``: ``[..., N]`` (``(mantissa, exponent)`` when rescaled), as
+    ``states`` would give at position ``length - 1``, without building every position's
+    state (the sequential scan runs exactly ``length`` steps). ``num_symbols`` as in
+    ``states``; ``then``: one more (static) symbol after that, e.g. the query token (what
+    ``step`` would do, sharing the transitions computed here)."""
+    table, b, full = self._table(num_symbols)
+    state = scan_lib.linear_recurrence(
         table, b, index=jnp.asarray(tokens), method=self.scan_method,
         chunk_size=self.chunk_size, rescale=self.rescaled, length=length, input_table=True,
         final_state=True)
+    return state if then is None else self._apply_symbol(state, full[then], then)
 
   def states(self, tokens: jax.Array, path: str = "token", length=None,
              num_symbols: Optional[int] = None) -> jax.Array:
@@ -261,7 +266,7 @@ class SDSSM(nn.Module):
     kw = dict(method=self.scan_method, chunk_size=self.chunk_size, rescale=self.rescaled,
               length=length)
     if path == "token":
-      table, b = self._table(num_symbols)
+      table, b, _ = self._table(num_symbols)
       return scan_lib.linear_recurrence(table, b, index=tokens, input_table=True, **kw)
     if path == "general":
       u = jax.nn.one_hot(tokens, self.vocab_size, dtype=jnp.float32)
@@ -273,6 +278,11 @@ class SDSSM(nn.Module):
     ``rescale``): Â(e_symbol) x + B[symbol]."""
     a = select_transitions(self.selector(jnp.eye(self.vocab_size)[symbol]), self.A,
                            self.p_norm)
+    return self._apply_symbol(states, a, symbol)
+
+  def _apply_symbol(self, states, a: jax.Array, symbol: int):
+    """``a x + B[symbol]`` for states ``[..., N]`` (rescaled: ``(mantissa, exponent)``),
+    ``a`` the symbol's transition ``[N, N]``."""
     apply = lambda x: jnp.einsum("ij,...j->...i", a, x, precision=jax.lax.Precision.HIGHEST)
     if self.rescaled:
       mantissa, exponent = states
