@@ -14,7 +14,8 @@ import ml_collections
 from sdssm_jax import models, tasks
 from sdssm_jax.scan import METHODS
 
-__all__ = ["OFFICIAL", "check_field", "get_config", "get_smoke_config", "parse_arg", "validate"]
+__all__ = ["DECAY_MASKS", "OFFICIAL", "check_field", "get_config", "get_smoke_config",
+           "parse_arg", "validate"]
 
 # Official per-task settings of the best runs (lr, K, p, seed, query token).
 OFFICIAL = {
@@ -32,6 +33,7 @@ _FAMILY_DEFAULT = {"c2xc": "c2xc4", "d": "d4"}
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "piecewise")
 EVAL_MODES = ("prefix", "per_length")
 BEST_METRICS = ("id_acc", "val_ood_acc")
+DECAY_MASKS = ("all", "no_embeddings")
 
 
 def _official(task: str) -> dict:
@@ -67,7 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   official = _official(task)
 
   c = ml_collections.ConfigDict()
-  c.task = task                    # task name, one of sdssm_jax.tasks.names() (or c2xc<N>, d<N>)
+  c.task = task                    # task: tasks.names(), c2xc<N>, d<N>, a5_k<N>, s5_k<N>
   c.model = model                  # model name, one of sdssm_jax.models.names()
   c.seed = official["seed"]        # PRNG seed for initialisation and training data
   c.query_token = official["query_token"]  # append a query symbol and read the prediction there
@@ -84,9 +86,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optimizer.clip_norm = 1.0              # global gradient-norm clipping threshold
   c.optimizer.schedule = "constant"        # one of SCHEDULES
   c.optimizer.warmup_steps = 0             # linear warm-up steps (warmup_cosine)
+  c.optimizer.warmup_fraction = 0.0        # > 0 (warmup_cosine): warm up over the first
+                                           # int(fraction * train.steps) steps instead
   c.optimizer.end_lr_factor = 0.0          # final lr / peak lr for cosine schedules
   c.optimizer.boundaries = ()              # "piecewise": after these many steps the lr ...
   c.optimizer.scales = ()                  # ... is multiplied by these factors (cumulative)
+  c.optimizer.decay_mask = "all"           # what weight decay applies to, one of DECAY_MASKS:
+                                           # "all" parameters, or "no_embeddings": none whose
+                                           # path has a name containing "embed" (any case)
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 1_000_000        # optimisation steps
@@ -98,6 +105,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 1000  # steps between checkpoints
   c.train.keep_checkpoints = 3     # how many recent checkpoints to keep
   c.train.eval_every = 1000        # steps between in-distribution evaluations (best checkpoint)
+  c.train.early_stop_accuracy = 0.0  # > 0: stop after the first periodic evaluation whose
+                                   # validation accuracy (val_ood_acc) is >= this; 0: off
   c.train.progress_bar = True      # tqdm progress bar when stderr is a terminal
   c.train.progress_every = 1000    # otherwise (pipe, file, nohup) one stderr line per this
                                    # many steps: step, loss, accuracy, steps/s, ETA (0: none)
@@ -115,6 +124,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.val_max_length = 0        # > train_length: also score a validation sample on
                                    # lengths train_length+1..val_max_length (0: off)
   c.eval.val_seed = 7              # PRNG seed of the validation sample (never the test seed)
+  c.eval.val_min_length = 0        # shortest validation length (0: train_length + 1)
+  c.eval.val_num = 0               # 0: id_num_per_length sequences scored at every length
+                                   # val_min..val_max_length; > 0: this many sequences in all,
+                                   # each of its own length ~ U{val_min..val_max_length}
+  c.eval.test_num = 0              # > 0: also score a held-out test sample drawn like that
+                                   # (val_num > 0 way, lengths val_min..val_max_length) of this
+                                   # many sequences on the final checkpoint (results.json)
+  c.eval.test_seed = 4242          # PRNG seed of the held-out test sample (not val_seed(+1))
   return c
 
 
@@ -221,3 +238,34 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if c.optimizer.warmup_steps < 0 or c.optimizer.warmup_steps >= c.train.steps and (
       c.optimizer.schedule == "warmup_cosine"):
     raise ValueError("optimizer.warmup_steps must be in [0, train.steps).")
+  _validate_protocol_fields(c)
+
+
+def _validate_protocol_fields(c: ml_collections.ConfigDict) -> None:
+  """The fields of the walker protocol (warm-up fraction, decay mask, early stopping,
+  validation lengths and size, held-out test sample)."""
+  frac = c.optimizer.warmup_fraction
+  if not isinstance(frac, (int, float)) or not 0 <= frac < 1:
+    raise ValueError(f"optimizer.warmup_fraction must be in [0, 1), got {frac!r}.")
+  _choice(c.optimizer.decay_mask, DECAY_MASKS, "optimizer.decay_mask")
+  ec = c.eval
+  for name in ("val_min_length", "val_num", "test_num"):
+    value = ec[name]
+    if not isinstance(value, int) or value < 0:
+      raise ValueError(f"eval.{name} must be an integer >= 0, got {value!r}.")
+  stop = c.train.early_stop_accuracy
+  if not isinstance(stop, (int, float)) or not 0 <= stop <= 1:
+    raise ValueError(f"train.early_stop_accuracy must be in [0, 1] (0: off), got {stop!r}.")
+  if stop > 0 and not ec.val_max_length:
+    raise ValueError("train.early_stop_accuracy > 0 stops on the validation accuracy: it "
+                     "needs eval.val_max_length > train.train_length.")
+  if ec.test_num and not ec.val_max_length:
+    raise ValueError("eval.test_num > 0 draws the held-out sample on the validation "
+                     "lengths: it needs eval.val_max_length > train.train_length.")
+  if ec.val_max_length and ec.val_min_length > ec.val_max_length:
+    raise ValueError(f"eval.val_min_length ({ec.val_min_length}) must be <= "
+                     f"eval.val_max_length ({ec.val_max_length}).")
+  if ec.test_num and ec.test_seed in (ec.val_seed, ec.val_seed + 1):
+    raise ValueError(f"eval.test_seed ({ec.test_seed}) must differ from eval.val_seed and "
+                     "eval.val_seed + 1 (the seeds of the validation samples): the held-out "
+                     "test sample is never the validation sample.")

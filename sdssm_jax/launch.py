@@ -60,7 +60,7 @@ def catalogue() -> str:
   from sdssm_jax import configs as configs_lib, experiment_configs, models, tasks
   lines = ["named configs (--config=<name>[:task=...,model=...]):"]
   lines += [f"  {n:24s} {experiment_configs.describe(n)}" for n in experiment_configs.names()]
-  lines.append(f"tasks: {', '.join(tasks.names())}, c2xc<N>, d<N>")
+  lines.append(f"tasks: {', '.join(tasks.names())}, c2xc<N>, d<N>, a5_k<N>, s5_k<N>")
   lines.append(f"models: {', '.join(models.names())}")
   lines.append(f"config fields, one comment each: {configs_lib.__file__} "
                "(override with --config.<field>=<value>)")

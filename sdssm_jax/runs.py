@@ -76,7 +76,11 @@ NON_TRAJECTORY_FIELDS = ("train.steps", "train.log_every", "train.checkpoint_eve
 ADDED_FIELDS = {"train.length_sampling": "per_sequence", "optimizer.boundaries": [],
                 "optimizer.scales": [],
                 # None: exact power-of-two state rescaling (same predictions, finite states)
-                "model_config.rescale": None}
+                "model_config.rescale": None,
+                # the walker protocol's fields: warm-up steps from optimizer.warmup_steps,
+                # weight decay on every parameter, no early stopping
+                "optimizer.warmup_fraction": 0.0, "optimizer.decay_mask": "all",
+                "train.early_stop_accuracy": 0.0}
 # Learning-rate schedules whose every step depends on ``train.steps``.
 STEPS_DEPENDENT_SCHEDULES = ("cosine", "warmup_cosine")
 

@@ -34,8 +34,8 @@ __all__ = ["Run", "register", "get", "names", "grid", "format_value", "parse_val
 Override = Tuple[str, Any]
 
 # Columns of summary.csv / summary.md, in order.
-COLUMNS = ("run", "task", "model", "hparams", "seed", "in_dist", "ood_mean", "ood_min", "steps",
-           "wall_time_s", "status")
+COLUMNS = ("run", "task", "model", "hparams", "seed", "in_dist", "ood_mean", "ood_min",
+           "val_max", "heldout", "steps", "wall_time_s", "status")
 # The seven tasks of the paper's Table 1.
 TABLE1_TASKS = ("parity", "even_pairs", "cycle_navigation", "modular_arithmetic", "c2xc4", "d4",
                 "a5")
@@ -225,6 +225,91 @@ register("diagonal_vs_dense", _diagonal_vs_dense)
 register("diagonal_vs_dense_long", _diagonal_vs_dense_long)
 register("readout_ablation", _readout_ablation)
 
+# ------------------------------------------------------------------------ the arena
+# Table A: the paper's one-layer protocol (`chomsky`: one length per batch from 1..40,
+# test 1..500 x 512, score 41..500) on the seven tasks, the 60-state groups and the
+# PD-SSM paper's word problems, for every one-layer model of the arena.
+ARENA_A_MODELS = ("sdssm", "pdssm", "diag_complex", "diag_real", "deltanet_pm1",
+                  "gated_deltaproduct", "bd_lncde", "lstm", "transformer")
+WORD_PROBLEMS = ("a5_k2", "a5_k6", "a5_k8", "a5_k12", "s5_k4", "s5_k8", "s5_k32")
+ARENA_A_TASKS = TABLE1_TASKS + ("c2xc30", "d30") + WORD_PROBLEMS
+# The declared CPU budget of Table A's cells (docs/arena.md): 2,000 steps at lr 1e-3,
+# the best checkpoint by in-distribution accuracy every 500 steps. The full budget is
+# the paper's: --set train.steps=1000000 (and the official lr of each task: drop the lr).
+ARENA_A_CPU_BUDGET = (("train.steps", 2000), ("optimizer.lr", 1e-3),
+                      ("train.eval_every", 500))
+# The four tasks of Table B.
+WALKER_TASKS = ("cycle_navigation", "even_pairs", "modular_arithmetic", "parity")
+# Table B: the walker protocol (experiment_configs/walker.py: 2 blocks of width 128,
+# early stop at 99.95% validation accuracy on 40..256) over every stack mixer.
+ARENA_B_MIXERS = ("sdssm", "pdssm", "diag_complex", "mamba", "deltanet", "deltaproduct",
+                  "bd_lncde", "attention", "lstm")
+# Table B's declared CPU budget: 2,000 steps (warm-up 10%, cosine), validation every 500.
+ARENA_B_CPU_BUDGET = (("train.steps", 2000), ("train.eval_every", 500),
+                      ("train.checkpoint_every", 500))
+
+
+def _arena_a() -> List[Run]:
+  """Every task x model, seed 0; seeds 1, 2 for SD-SSM and PD-SSM."""
+  runs = grid(ARENA_A_TASKS, ARENA_A_MODELS, seeds=[0])
+  runs += _seed_major([1, 2], ARENA_A_TASKS, ["sdssm", "pdssm"])
+  return with_overrides(runs, ARENA_A_CPU_BUDGET)
+
+
+# The slice of Table A run on this project's 2 CPU cores (docs/arena.md).
+ARENA_A_SLICE_TASKS = ("parity", "cycle_navigation", "a5")
+
+
+def _arena_a_slice() -> List[Run]:
+  """Table A's cells run on 2 CPU cores: parity, cycle_navigation and a5, every model,
+  seed 0, the CPU budget."""
+  return with_overrides(grid(ARENA_A_SLICE_TASKS, ARENA_A_MODELS, seeds=[0]),
+                        ARENA_A_CPU_BUDGET)
+
+
+def _arena_b() -> List[Run]:
+  """The walker protocol (launch with --config=walker): 4 tasks x 9 stack mixers."""
+  runs = []
+  for mixer in ARENA_B_MIXERS:
+    for run in grid(WALKER_TASKS, ["stack"], seeds=[0]):
+      runs.append(dataclasses.replace(
+          run, name=run.name.replace("-stack-", f"-stack_{mixer}-"),
+          overrides=(("model_config.mixer", mixer),) + run.overrides))
+  return with_overrides(runs, ARENA_B_CPU_BUDGET)
+
+
+register("arena_a", _arena_a)
+register("arena_a_slice", _arena_a_slice)
+register("arena_b", _arena_b)
+
+# Published numbers beside ours (PEERS.md). Walker protocol, PD-SSM paper's FSA table
+# (mean of 5 runs, max validation accuracy, %), keyed by our stack mixer.
+PUBLISHED_WALKER = {
+    "pdssm": {"cycle_navigation": 99.5, "even_pairs": 99.7, "modular_arithmetic": 96.2,
+              "parity": 99.9},
+    "lstm": {"cycle_navigation": 100.0, "even_pairs": 100.0, "modular_arithmetic": 99.9,
+             "parity": 100.0},
+    "attention": {"cycle_navigation": 24.4, "even_pairs": 90.4, "modular_arithmetic": 23.6,
+                  "parity": 52.2},
+    "mamba": {"cycle_navigation": 50.7, "even_pairs": 100.0, "modular_arithmetic": 38.1,
+              "parity": 54.5},
+    "diag_complex": {"cycle_navigation": 90.4, "even_pairs": 82.4, "modular_arithmetic": 59.9,
+                     "parity": 61.8},
+    "deltanet": {"cycle_navigation": 49.0, "even_pairs": 100.0, "modular_arithmetic": 44.2,
+                 "parity": 58.4},
+    "deltaproduct": {"cycle_navigation": 61.4, "even_pairs": 99.6, "modular_arithmetic": 58.0,
+                     "parity": 98.8},
+    "bd_lncde": {"cycle_navigation": 100.0, "even_pairs": 91.3, "modular_arithmetic": 45.6,
+                 "parity": 88.4},
+}
+# Word problems (one layer, validation 40..256, %): PD-SSM and Gated DeltaProduct[-1,1].
+PUBLISHED_WORD = {
+    "pdssm": {"a5_k2": 100.0, "a5_k6": 100.0, "a5_k8": 100.0, "a5_k12": 100.0,
+              "s5_k4": 100.0, "s5_k8": 100.0, "s5_k32": 1.07},
+    "gated_deltaproduct": {"a5_k2": 97.9, "a5_k6": 92.5, "a5_k8": 91.8, "a5_k12": 60.5,
+                           "s5_k4": 88.7, "s5_k8": 57.4, "s5_k32": 1.23},
+}
+
 
 def _lookup(tree: Dict[str, Any], dotted: str) -> Any:
   for key in dotted.split("."):
@@ -302,7 +387,7 @@ def summarize(root: str, runs: Sequence[Run]) -> List[Dict[str, Any]]:
            "hparams": " ".join(f"{k}={format_value(v)}" for k, v in run.overrides
                                if k != "seed"),
            "seed": seed, "in_dist": None, "ood_mean": None, "ood_min": None, "steps": None,
-           "wall_time_s": None}
+           "wall_time_s": None, "val_max": None, "heldout": None}
     if results is not None:
       summary = results.get("summary") or {}
       config = results.get("config") or {}
@@ -310,7 +395,10 @@ def summarize(root: str, runs: Sequence[Run]) -> List[Dict[str, Any]]:
                  seed=config.get("seed", seed), in_dist=_number(summary.get("id_mean")),
                  ood_mean=_number(summary.get("ood_mean")),
                  ood_min=_number(summary.get("ood_min")), steps=results.get("train_steps"),
-                 wall_time_s=_number(results.get("train_wall_time_s")))
+                 wall_time_s=_number(results.get("train_wall_time_s")),
+                 # the walker protocol's figures (max validation accuracy, held-out test)
+                 val_max=_number((results.get("validation") or {}).get("max_accuracy")),
+                 heldout=_number((results.get("heldout_test") or {}).get("accuracy")))
     if os.path.exists(os.path.join(workdir, CONFLICT_MARKER)):
       row["status"] = "conflict"
     elif os.path.exists(os.path.join(workdir, FAILED_MARKER)):  # the latest attempt failed
@@ -367,16 +455,38 @@ def pivot(rows: Sequence[Dict[str, Any]]) -> Dict[Tuple[str, str], Dict[str, Any
     groups.setdefault((label, row["task"]), []).append(row)
   out = {}
   for key, group in groups.items():
-    out[key] = {"ood_mean": sum(r["ood_mean"] for r in group) / len(group),
+    ood = [r["ood_mean"] for r in group]
+    mean = sum(ood) / len(ood)
+    out[key] = {"ood_mean": mean,
+                "ood_std": math.sqrt(sum((x - mean) ** 2 for x in ood) / len(ood)),
                 "ood_min": min(r["ood_min"] for r in group),
                 "in_dist": sum(r["in_dist"] for r in group) / len(group),
                 "seeds": len(group)}
+    for metric in ("val_max", "heldout"):
+      values = [r[metric] for r in group if r.get(metric) is not None]
+      if values:
+        m = sum(values) / len(values)
+        out[key][metric] = m
+        out[key][metric + "_std"] = math.sqrt(sum((x - m) ** 2 for x in values) / len(values))
   return out
 
 
-def pivot_markdown(rows: Sequence[Dict[str, Any]]) -> str:
-  """:func:`pivot` as a markdown table: one row per model, one column per task; a cell is
-  ``OOD mean / OOD min (in-distribution) [seeds]``, models and tasks in first-seen order."""
+def _published_key(label: str) -> str:
+  """The key of a pivot label in the published tables: its stack mixer
+  (``"stack (model_config.mixer=pdssm)"`` -> ``"pdssm"``), else the model name."""
+  m = re.search(r"mixer=([\w.-]+)", label)
+  return m.group(1) if m else label.split()[0]
+
+
+def pivot_markdown(rows: Sequence[Dict[str, Any]],
+                   published: Optional[Dict[str, Dict[str, float]]] = None,
+                   metric: str = "ood_mean") -> str:
+  """:func:`pivot` as a markdown table: one row per model, one column per task, models
+  and tasks in first-seen order. A cell is ``mean +- std over seeds / min (in-dist.)
+  [seeds]`` of ``metric``: ``"ood_mean"`` (OOD mean, with the OOD min) or a walker figure
+  (``"val_max"``, ``"heldout"``); with ``published`` (``{model: {task: %}}``, keyed by
+  the model name or, for stacks, the mixer), the published number follows as
+  ``| pub. x``."""
   table = pivot(rows)
   models = list(dict.fromkeys(label for label, _ in table))
   tasks = list(dict.fromkeys(row["task"] for row in rows))
@@ -385,8 +495,17 @@ def pivot_markdown(rows: Sequence[Dict[str, Any]]) -> str:
     cells = []
     for task in tasks:
       c = table.get((model, task))
-      cells.append("" if c is None else f"{c['ood_mean']:.3f} / {c['ood_min']:.3f} "
-                   f"({c['in_dist']:.3f}) [{c['seeds']}]")
+      pub = (published or {}).get(_published_key(model), {}).get(task)
+      if c is None or c.get(metric) is None:
+        cell = ""
+      elif metric == "ood_mean":
+        cell = (f"{c['ood_mean']:.3f} +- {c['ood_std']:.3f} / {c['ood_min']:.3f} "
+                f"({c['in_dist']:.3f}) [{c['seeds']}]")
+      else:
+        cell = f"{100 * c[metric]:.1f} +- {100 * c[metric + '_std']:.1f} [{c['seeds']}]"
+      if pub is not None:
+        cell += f" \\| pub. {pub:g}"
+      cells.append(cell)
     lines.append(f"| {model} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 

@@ -16,6 +16,7 @@ run ends bit-identical to an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -32,15 +33,46 @@ import optax
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from sdssm_jax import configs, distributed, evaluation, models, runs, tasks
+from sdssm_jax import configs, data, distributed, evaluation, models, runs, tasks
 from sdssm_jax import train_step as train_step_lib
 
-__all__ = ["hardware", "make_optimizer", "make_model", "init_state", "make_train_step", "make_mesh",
-           "train_and_evaluate", "load_params", "load_state"]
+__all__ = ["hardware", "make_optimizer", "decay_mask", "make_model", "init_state",
+           "make_train_step", "make_mesh", "train_and_evaluate", "load_params", "load_state",
+           "length_sample", "sample_accuracy", "EARLY_STOP_FILE"]
+
+# Written when a run stops early (train.early_stop_accuracy): {"step", "val_ood_acc",
+# "threshold"}. A rerun whose restored step is that step goes straight to the final
+# evaluation; a marker of another step (the checkpoint of the stop step was lost) is stale.
+EARLY_STOP_FILE = "early_stop.json"
+
+
+def _is_embedding(path) -> bool:
+  for key in path:
+    name = getattr(key, "key", getattr(key, "name", getattr(key, "idx", key)))
+    if "embed" in str(name).lower():
+      return True
+  return False
+
+
+def decay_mask(kind: str):
+  """The ``mask`` of ``optax.adamw`` for ``optimizer.decay_mask``: ``None`` for ``"all"``
+  (every parameter decays); for ``"no_embeddings"`` a function ``params -> bool pytree``
+  that is False for every parameter whose path (module or parameter name, e.g.
+  ``Embed_0/embedding``, ``token_embedding``) contains ``"embed"`` in any case."""
+  if kind == "all":
+    return None
+  if kind == "no_embeddings":
+    return lambda params: jax.tree_util.tree_map_with_path(
+        lambda path, _: not _is_embedding(path), params)
+  raise ValueError(f"Unknown optimizer.decay_mask {kind!r}; valid choices: "
+                   f"{', '.join(configs.DECAY_MASKS)}.")
 
 
 def make_optimizer(opt: ml_collections.ConfigDict, steps: int):
-  """Adam (AdamW when ``weight_decay > 0``) after global-norm clipping.
+  """Adam (AdamW when ``weight_decay > 0``, on the parameters :func:`decay_mask` selects)
+  after global-norm clipping. ``warmup_cosine`` warms up linearly from 0 over
+  ``int(warmup_fraction * steps)`` steps when ``warmup_fraction > 0`` (else
+  ``warmup_steps``), then decays by a cosine to ``lr * end_lr_factor`` at ``steps``.
 
   Returns:
     ``(optimizer, schedule)``; ``schedule(step)`` is the learning rate.
@@ -56,10 +88,13 @@ def make_optimizer(opt: ml_collections.ConfigDict, steps: int):
   elif opt.schedule == "cosine":
     schedule = optax.cosine_decay_schedule(opt.lr, steps, alpha=opt.end_lr_factor)
   else:
-    schedule = optax.warmup_cosine_decay_schedule(0.0, opt.lr, opt.warmup_steps, steps,
+    fraction = opt.get("warmup_fraction", 0.0)
+    warmup = int(fraction * steps) if fraction > 0 else opt.warmup_steps
+    schedule = optax.warmup_cosine_decay_schedule(0.0, opt.lr, warmup, steps,
                                                   end_value=opt.lr * opt.end_lr_factor)
-  adam = (optax.adamw(schedule, weight_decay=opt.weight_decay) if opt.weight_decay > 0
-          else optax.adam(schedule))
+  adam = (optax.adamw(schedule, weight_decay=opt.weight_decay,
+                      mask=decay_mask(opt.get("decay_mask", "all")))
+          if opt.weight_decay > 0 else optax.adam(schedule))
   return optax.chain(optax.clip_by_global_norm(opt.clip_norm), adam), schedule
 
 
@@ -93,6 +128,87 @@ def make_train_step(model, task, optimizer, config: ml_collections.ConfigDict,
   ``mesh`` with one gradient reduction per step, lengths per ``train.length_sampling``
   (see :mod:`sdssm_jax.train_step`)."""
   return train_step_lib.make_train_step(model, task, optimizer, config, query_symbol, mesh)
+
+
+def length_sample(task, seed: int, num: int, min_length: int, max_length: int,
+                  query_symbol: Optional[int]) -> Dict[str, np.ndarray]:
+  """``num`` sequences, each of its own length drawn uniformly from
+  ``min_length..max_length`` (shortened by ``task.effective_length``), padded: the
+  validation and held-out samples of the walker protocol (``eval.val_num``,
+  ``eval.test_num``). Key ``PRNGKey(seed)``; the tasks are prefix-closed.
+
+  Returns:
+    numpy ``{"inputs": [num, T], "read_pos": [num], "label": [num], "length": [num]}``
+    (:func:`sdssm_jax.data.training_batch`; with a query token it sits at ``length``).
+  """
+  draw = _jitted_length_sample(task, int(num), int(min_length), int(max_length), query_symbol)
+  return {k: np.asarray(v) for k, v in draw(jax.random.PRNGKey(seed)).items()}
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_length_sample(task, num: int, min_length: int, max_length: int, query_symbol):
+  return jax.jit(lambda key: data.training_batch(task, key, num, min_length, max_length,
+                                                 query_symbol))
+
+
+@functools.lru_cache(maxsize=16)  # models compare by their fields
+def _correct_counter(model):
+  def count(params, inputs, read_pos, label, valid):
+    logits = evaluation.read_logits(model, params, inputs, read_pos)
+    return jnp.sum((jnp.argmax(logits, -1) == label) & valid)
+  return jax.jit(count)
+
+
+def sample_accuracy(model, params, sample: Dict[str, np.ndarray], batch_size: int,
+                    counter: Optional[Callable] = None) -> float:
+  """Fraction of the sequences of ``sample`` (:func:`length_sample`) whose prediction at
+  ``read_pos`` is the label; forward passes of ``batch_size`` sequences (the last chunk
+  padded with masked rows, so one program is compiled)."""
+  counter = counter or _correct_counter(model)
+  num = len(sample["label"])
+  size = min(batch_size, num)
+  hits = 0
+  for a in range(0, num, size):
+    rows = np.arange(a, a + size)
+    valid = rows < num
+    rows = np.where(valid, rows, 0)
+    hits += int(counter(params, sample["inputs"][rows], sample["read_pos"][rows],
+                        sample["label"][rows], valid))
+  return hits / num
+
+
+def _validation_history(workdir: str) -> list:
+  """``[[step, val_ood_acc], ...]`` of every periodic evaluation in ``metrics.jsonl``."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  out = []
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        try:
+          record = json.loads(line)
+        except ValueError:
+          continue
+        if "val_ood_acc" in record:
+          out.append([int(record["step"]), float(record["val_ood_acc"])])
+  return out
+
+
+def _read_marker(path: str) -> Optional[Dict[str, Any]]:
+  try:
+    with open(path) as f:
+      marker = json.load(f)
+  except (OSError, ValueError):
+    return None
+  return marker if isinstance(marker, dict) and "step" in marker else None
+
+
+def _write_marker(path: str, marker: Dict[str, Any]) -> None:
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(marker, f)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
 
 
 def _all_finite(tree) -> bool:
@@ -292,6 +408,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   every file (logs, checksums, results, plot); the others skip the lock and follow its
   decisions (see ``docs/multihost.md``).
 
+  Validation and early stopping (the walker protocol, ``sdssm_jax/experiment_configs/
+  walker.py``): with ``eval.val_max_length`` every periodic evaluation also scores
+  ``val_ood_acc`` on lengths ``eval.val_min_length`` (default ``train_length + 1``) ..
+  ``val_max_length`` (``eval.val_num > 0``: that many sequences of random lengths);
+  ``train.early_stop_accuracy > 0`` ends training after the first evaluation with
+  ``val_ood_acc >= `` it (a checkpoint of that step is saved and ``early_stop.json``
+  written; rerunning the command then only evaluates). ``results.json`` then also holds
+  ``validation`` (``max_accuracy``, the first ``max_step`` reaching it, ``history``),
+  ``early_stop`` (``threshold``, ``stopped_early``, ``step``) and, with
+  ``eval.test_num > 0``, ``heldout_test`` (the accuracy of the final checkpoint on a
+  sample drawn like the validation one with seed ``eval.test_seed``).
+
   Returns:
     The content written to ``results.json``.
 
@@ -406,8 +534,16 @@ def _train_and_evaluate(config, workdir: str, stored, signals) -> Dict[str, Any]
   ec, tc = config.eval, config.train
   id_tokens = task.sample(jax.random.PRNGKey(ec.val_seed), ec.id_num_per_length,
                           tc.train_length)["tokens"]
+  val_lo = ec.get("val_min_length", 0) or tc.train_length + 1
+  val_num, test_num = ec.get("val_num", 0), ec.get("test_num", 0)
+  # The validation sample: every length of val_lo..val_max_length scored on the prefixes
+  # of id_num_per_length sequences, or (val_num > 0) val_num sequences of random lengths.
   val_tokens = (task.sample(jax.random.PRNGKey(ec.val_seed + 1), ec.id_num_per_length,
-                            ec.val_max_length)["tokens"] if ec.val_max_length else None)
+                            ec.val_max_length)["tokens"]
+                if ec.val_max_length and not val_num else None)
+  val_sample = (length_sample(task, ec.val_seed + 1, val_num, val_lo, ec.val_max_length,
+                              query_symbol) if ec.val_max_length and val_num else None)
+  counter = _correct_counter(model)
   scores = jax.jit(lambda p, t: evaluation.prefix_scores(model, p, task, t, query_symbol))
 
   def periodic_eval(params) -> Dict[str, float]:
@@ -423,8 +559,10 @@ def _train_and_evaluate(config, workdir: str, stored, signals) -> Dict[str, Any]
       return correct[pos].mean() / len(tokens), nll[pos].mean() / len(tokens)
     out = dict(zip(("id_acc", "id_loss"), per_length(id_tokens, tc.min_length,
                                                       tc.train_length)))
-    if val_tokens is not None:
-      out["val_ood_acc"] = per_length(val_tokens, tc.train_length + 1, ec.val_max_length)[0]
+    if val_sample is not None:
+      out["val_ood_acc"] = sample_accuracy(model, params, val_sample, ec.batch_size, counter)
+    elif val_tokens is not None:
+      out["val_ood_acc"] = per_length(val_tokens, val_lo, ec.val_max_length)[0]
     out = {k: float(v) for k, v in out.items()}
     if multi:
       keys = sorted(out)
@@ -447,8 +585,22 @@ def _train_and_evaluate(config, workdir: str, stored, signals) -> Dict[str, Any]
                             0 if use_bar or not main else tc.progress_every)
   step = start
   signum = None  # the signal that stops the run (agreed between processes)
+  threshold = float(tc.get("early_stop_accuracy", 0.0))
+  stop_path = os.path.join(workdir, EARLY_STOP_FILE)
+  marker = _read_marker(stop_path) if main else None
+  stopped_at = start if (threshold > 0 and marker is not None
+                         and marker["step"] == start) else None
+  if main and marker is not None and stopped_at is None:
+    os.remove(stop_path)  # stale: the run resumes from another step
+  if multi:
+    stopped_at = int(distributed.broadcast(np.int32(-1 if stopped_at is None else stopped_at)))
+    stopped_at = None if stopped_at < 0 else stopped_at
+  if stopped_at is not None and main:
+    runs.report(f"{workdir} stopped early at step {stopped_at} (validation accuracy "
+                f"{marker.get('val_ood_acc')} >= {threshold}): evaluating only.")
+  last = start if stopped_at is not None else tc.steps
   try:
-    for step in range(start + 1, tc.steps + 1):
+    for step in range(start + 1, last + 1):
       t0 = time.time()
       state, metrics = train_step(state, data_key)
       pending.append(metrics)
@@ -497,13 +649,23 @@ def _train_and_evaluate(config, workdir: str, stored, signals) -> Dict[str, Any]
           best_score = score
           _save_verified(best_mngr, step, {"params": state["params"],
                                            "score": np.asarray(score, np.float64)})
+        if threshold > 0 and ev["val_ood_acc"] >= threshold:
+          stopped_at = step
+          if main:  # before the checkpoint: a marker without it is stale (see above)
+            _write_marker(stop_path, {"step": step, "val_ood_acc": ev["val_ood_acc"],
+                                      "threshold": threshold})
+            runs.report(f"early stop at step {step}: validation accuracy "
+                        f"{ev['val_ood_acc']:.5f} >= {threshold}")
       if record:
         logger.write(step, record)
         progress.maybe_print(step, record)
-      if step % tc.checkpoint_every == 0 or step == tc.steps or interrupted:
+      if (step % tc.checkpoint_every == 0 or step == tc.steps or interrupted
+          or stopped_at == step):
         _save_verified(last_mngr, step, {"state": state, "wall_time": wall})
       if interrupted:
         raise runs.Interrupted(step, signum, workdir)
+      if stopped_at == step:
+        break
   finally:
     bar.close()
     logger.close()
@@ -534,6 +696,25 @@ def _train_and_evaluate(config, workdir: str, stored, signals) -> Dict[str, Any]
            "hardware": hardware(), "jax_version": jax.__version__,
            "fingerprint": runs.fingerprint(runs.identity_fields(config)),
            "config": json.loads(config.to_json_best_effort())}
+  if test_num:  # the held-out test sample: the validation lengths, its own seed
+    test_sample = length_sample(task, ec.test_seed, test_num, val_lo, ec.val_max_length,
+                                query_symbol)
+    extra["heldout_test"] = {
+        "accuracy": sample_accuracy(model, params, test_sample, ec.batch_size, counter),
+        "num": int(test_num), "min_length": int(val_lo), "max_length": int(ec.val_max_length),
+        "seed": int(ec.test_seed), "checkpoint_step": ckpt_step}
+  if threshold > 0:
+    extra["early_stop"] = {"threshold": threshold, "stopped_early": stopped_at is not None,
+                           "step": stopped_at}
+  if ec.val_max_length and main:  # the periodic validations, as logged
+    history = _validation_history(workdir)
+    best = max(history, key=lambda r: (r[1], -r[0])) if history else [None, None]
+    extra["validation"] = {
+        "max_accuracy": best[1], "max_step": best[0], "history": history,
+        "min_length": int(val_lo), "max_length": int(ec.val_max_length),
+        **({"sampling": "per_sequence", "num": int(val_num)} if val_num else
+           {"sampling": "every_length", "num_per_length": int(ec.id_num_per_length)}),
+        "seed": int(ec.val_seed) + 1}
   if main:
     evaluation.write_results(workdir, result, extra)
     evaluation.plot_accuracy(os.path.join(workdir, "accuracy_vs_length.png"),

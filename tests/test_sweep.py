@@ -125,7 +125,7 @@ def test_is_finished_summarize_and_write_summary(tmp_path):
   md = open(md_path).read().splitlines()
   assert md[0].startswith("| run | task | model | hparams | seed | in_dist")
   assert len(md) == 2 + len(runs)
-  assert "| 1.0000 | 0.7500 | 0.5000 | 10 | 3.2 | ok |" in md[2]
+  assert "| 1.0000 | 0.7500 | 0.5000 |  |  | 10 | 3.2 | ok |" in md[2]
 
 
 # Launcher -----------------------------------------------------------------------------------
@@ -274,8 +274,34 @@ def test_pivot_aggregates_over_seeds():
   assert math.isclose(cell["ood_mean"], 0.8) and math.isclose(cell["in_dist"], 0.9)
   md = sweeps.pivot_markdown(rows).splitlines()
   assert md[0] == "| model | a5 | d30 |"
-  assert md[2] == "| sdssm | 0.800 / 0.200 (0.900) [2] | 0.100 / 0.000 (0.400) [1] |"
+  assert md[2] == ("| sdssm | 0.800 +- 0.100 / 0.200 (0.900) [2] | "
+                   "0.100 +- 0.000 / 0.000 (0.400) [1] |")
+  assert math.isclose(cell["ood_std"], 0.1)
+  # Walker figures and published numbers beside ours.
+  walker = [dict(row("stack", "parity", s_, 0.5, 0.5, 1.0, hparams=f"model_config.mixer={m}"),
+                 val_max=v, heldout=h)
+            for s_, v, h, m in ((0, 0.99, 0.98, "pdssm"), (1, 0.97, 0.96, "pdssm"),
+                                (0, 0.5, 0.5, "lstm"))]
+  md = sweeps.pivot_markdown(walker, sweeps.PUBLISHED_WALKER, metric="val_max").splitlines()
+  assert md[2] == "| stack (model_config.mixer=pdssm) | 98.0 +- 1.0 [2] \\| pub. 99.9 |"
   # Rows of one model with different hparams stay apart, labelled by what differs.
   rows = [row("sdssm", "a5", 0, 0.9, 0.5, 1.0, hparams="wd=0 lr=0.001"),
           row("sdssm", "a5", 0, 0.5, 0.1, 1.0, hparams="wd=0.01 lr=0.001")]
   assert set(sweeps.pivot(rows)) == {("sdssm (wd=0)", "a5"), ("sdssm (wd=0.01)", "a5")}
+
+
+def test_arena_sweeps_name_registered_models_tasks_and_mixers():
+  from sdssm_jax import models, tasks
+  from sdssm_jax.models import mixers
+  a = sweeps.get("arena_a")
+  assert len(a) == len(sweeps.ARENA_A_TASKS) * (len(sweeps.ARENA_A_MODELS) + 4)
+  assert {r.model for r in a} == set(sweeps.ARENA_A_MODELS) <= set(models.names())
+  for task in sweeps.ARENA_A_TASKS:
+    tasks.get(task)
+  assert dict(a[0].overrides)["train.steps"] == 2000
+  b = sweeps.get("arena_b")
+  assert len(b) == 4 * len(sweeps.ARENA_B_MIXERS) and len({r.name for r in b}) == len(b)
+  assert {dict(r.overrides)["model_config.mixer"] for r in b} == set(sweeps.ARENA_B_MIXERS)
+  assert set(sweeps.ARENA_B_MIXERS) <= set(mixers.mixer_names())
+  assert set(sweeps.PUBLISHED_WALKER) <= set(sweeps.ARENA_B_MIXERS)
+  assert {r.name for r in sweeps.get("arena_a_slice")} <= {r.name for r in a}

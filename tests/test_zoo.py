@@ -57,6 +57,34 @@ def test_verify_reproduces_the_card_and_catches_a_regression(synthetic_zoo, tmp_
   assert not zoo.verify(root, verbose=False)
 
 
+def test_long_lengths_on_the_card_match_an_independent_count_and_verify_checks_them(
+    synthetic_zoo, tmp_path):
+  """The card's accuracies at 1,000, 2,000 and 10,000 equal a direct count on the same
+  sample (logits at the last position of each prefix length, against the task's labels),
+  and a card promising more at a long length fails verification."""
+  model, params, card = zoo.load("tiny_cycle", synthetic_zoo)
+  _, task, query = zoo.build_model(card)
+  far = card["long_lengths"]
+  assert far["num_sequences"] == zoo.LONG_NUM and set(far["accuracy"]) == {"1000", "2000",
+                                                                           "10000"}
+  toks = task.sample(jax.random.PRNGKey(zoo.LONG_SEED), zoo.LONG_NUM, 10_000)["tokens"]
+  for L in (1000, 2000):
+    logits = evaluation.prefix_logits(model, params, toks[:, :L], query)[:, -1]
+    label = task.labels_at_every_prefix(toks[:, :L])[:, -1]
+    assert far["accuracy"][str(L)] == pytest.approx(
+        float(np.mean(np.argmax(np.asarray(logits), -1) == np.asarray(label))), abs=1e-9)
+  first = far["first_below_99"]
+  assert first is None or 1 <= first <= 10_000
+  root = str(tmp_path / "zoo")
+  shutil.copytree(synthetic_zoo, root)
+  path = os.path.join(root, "tiny_cycle", "card.json")
+  card["long_lengths"]["accuracy"]["2000"] += 2 * zoo.LONG_TOLERANCE
+  json.dump(card, open(path, "w"))
+  assert zoo.verify(root, verbose=False, long=False)  # the test protocol alone passes
+  assert not zoo.verify(root, verbose=False)
+  assert "| 1,000 | 2,000 | 10,000 | first < 99% |" in zoo.markdown_table(root)
+
+
 def test_corrupted_weights_fail_with_sha256_error(synthetic_zoo, tmp_path):
   root = str(tmp_path / "zoo")
   shutil.copytree(synthetic_zoo, root)

@@ -7,6 +7,11 @@ ml-collections config file. Each file's docstring gives its command and, for the
 the expected result and the time it took.
 
 * ``sdssm``: the official per-task settings (``:task=<name>,model=<name>``), 1M steps.
+* ``chomsky``: the SD-SSM paper's protocol (one length per batch, test 1..500), the
+  same settings written out (``:task=<name>,model=<name>``).
+* ``walker``: the SLiCE / PD-SSM papers' protocol (lengths 3..40, AdamW, validation on
+  40..256, early stop at 99.95%, max validation accuracy and a held-out test)
+  (``:task=<name>,model=<name>``).
 * ``quickstart``: a first run of about a minute on 2 CPU cores.
 * ``smoke``: a tiny config that trains in seconds (tests).
 * ``zoo_<model>``: the recipe that trained each shipped zoo model.

@@ -57,7 +57,18 @@ then import the module in this file (below, in the order the registry should lis
 That is all: ``config.model="my_diag"``, the CLI's model list, the tests that run every
 model of a tag (``tests/test_variants.py``) and the sweeps that query the registry pick it
 up. :mod:`sdssm_jax.models.diag_real` (``diag_real``, ``diag_real_pm1``) and
-:mod:`sdssm_jax.models.lti` (``lti_complex``) are real examples.
+:mod:`sdssm_jax.models.lti` (``lti_complex``) are small examples; the arena's models were
+each added this way, one file plus its float64-loop test and nothing else to edit but
+the import below: :mod:`~sdssm_jax.models.lncde` (BD-LNCDE, 369 lines, with its
+``"bd_lncde"`` mixer; ``tests/test_lncde.py``), :mod:`~sdssm_jax.models.deltanet`
+(DeltaNet, DeltaNet[-1,1], Gated DeltaProduct; ``tests/test_deltanet.py``) and
+:mod:`~sdssm_jax.models.transformer` (``tests/test_transformer.py``).
+
+Stacks. :mod:`sdssm_jax.models.mixers` is the protocol and registry of sequence mixers
+(continuous ``[..., L, D] -> [..., L, D]``, causal); :mod:`sdssm_jax.models.stack`
+(``"stack"``) stacks any of them (embedding, residual blocks with a GLU/MLP, pre- or
+post-norm, readout); :mod:`sdssm_jax.models.ssm_mixers` holds the mixer forms of SD-SSM,
+PD-SSM, the complex diagonal SSM, Mamba (S6) and the LSTM.
 """
 
 from __future__ import annotations
@@ -77,8 +88,13 @@ from sdssm_jax.models.diag_real import RealDiagonalSSM
 from sdssm_jax.models.lti import LTIComplexSSM
 from sdssm_jax.models.pdssm import PDSSM
 from sdssm_jax.models.recurrent import LSTM, ElmanRNN
+from sdssm_jax.models.lncde import BlockDiagonalLNCDE
+from sdssm_jax.models.transformer import Transformer
+from sdssm_jax.models.deltanet import DeltaNet
+from sdssm_jax.models.stack import Stack
 
 __all__ = ["SDSSM", "ComplexDiagonalSSM", "RealDiagonalSSM", "LTIComplexSSM", "PDSSM",
+           "BlockDiagonalLNCDE", "Transformer", "DeltaNet", "Stack",
            "ElmanRNN", "LSTM", "SequenceModel", "ScanModel", "DiagonalTableModel", "LAYER_NORM_EPS", "TAGS",
            "build", "column_normalize", "default_config", "names", "register", "tags",
            "select_transitions", "validate_config"]

@@ -23,13 +23,53 @@ from flax import serialization
 from sdssm_jax import evaluation, models, tasks
 
 __all__ = ["names", "load", "card", "evaluate", "verify", "export", "markdown_table", "plot",
-           "ROOT", "VERIFY_TOLERANCE"]
+           "long_lengths", "ROOT", "VERIFY_TOLERANCE", "LONG_LENGTHS", "LONG_TOLERANCE"]
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
 # Allowed shortfall of a re-evaluated OOD mean against its card: a few flipped predictions
 # out of 235,520 from float differences between platforms, not a regression.
 VERIFY_TOLERANCE = 2e-4
 WEIGHTS, CARD = "params.msgpack", "card.json"
+# Far beyond the test protocol: the lengths the cards report (issue 15), with 256
+# sequences each, from one prefix pass over 256 strings of the largest length.
+LONG_LENGTHS = (1_000, 2_000, 10_000)
+LONG_NUM, LONG_SEED = 256, 10_015
+# Allowed shortfall at those lengths against the card: float differences between
+# machines move drifting states (256 sequences: 5% is 13 of them).
+LONG_TOLERANCE = 0.05
+
+
+def long_lengths(model, params, task, query_symbol, lengths=LONG_LENGTHS,
+                 num: int = LONG_NUM, seed: int = LONG_SEED,
+                 chunk: int = 64) -> Dict[str, Any]:
+  """Accuracy far beyond training: ``num`` random strings of ``max(lengths)`` symbols
+  (PRNG ``seed``, independent of the test sample), scored at every prefix in one pass
+  (the tasks are prefix-closed), ``chunk`` strings at a time.
+
+  Returns ``{"num_sequences", "seed", "accuracy": {str(L): acc}, "first_below_99": L or
+  None}``: the accuracy at each length L (the first valid length >= L where a task
+  labels only some lengths, e.g. odd ones; the last one below L if none) and the first
+  length whose accuracy is below
+  99% (``None`` if none up to ``max(lengths)``)."""
+  toks = task.sample(jax.random.PRNGKey(seed), num, max(lengths))["tokens"]
+  max_len = toks.shape[1]  # a task may shorten it (e.g. to an odd length)
+  score = jax.jit(lambda p, t: (evaluation.prefix_scores(model, p, task, t, query_symbol)[0],
+                                jax.numpy.sum(task.labels_at_every_prefix(t) >= 0, axis=0)))
+  correct = np.zeros(max_len)
+  valid = np.zeros(max_len)
+  for start in range(0, num, chunk):
+    c, v = score(params, toks[start:start + chunk])
+    correct += np.asarray(c)
+    valid += np.asarray(v)
+  acc = np.where(valid > 0, correct / np.maximum(valid, 1), np.nan)
+  out = {}
+  for L in lengths:
+    later = [i for i in range(L - 1, max_len) if valid[i] > 0]
+    pos = later[0] if later else max(i for i in range(min(L, max_len)) if valid[i] > 0)
+    out[str(L)] = float(acc[pos])
+  below = [i + 1 for i in range(max_len) if valid[i] > 0 and acc[i] < 0.99]
+  return {"num_sequences": num, "seed": seed, "accuracy": out,
+          "first_below_99": below[0] if below else None}
 
 
 def names(root: Optional[str] = None) -> List[str]:
@@ -106,9 +146,10 @@ def evaluate(name: str, root: Optional[str] = None, *, min_length: Optional[int]
       seed=proto["seed"], query_symbol=query, train_length=c["train_length"])
 
 
-def verify(root: Optional[str] = None, verbose: bool = True) -> bool:
+def verify(root: Optional[str] = None, verbose: bool = True, long: bool = True) -> bool:
   """Re-evaluates every entry on lengths train_length+1..max_length and compares the OOD
-  mean with its card (within ``VERIFY_TOLERANCE``). An entry that cannot be loaded
+  mean with its card (within ``VERIFY_TOLERANCE``); with ``long``, also the accuracy at
+  ``LONG_LENGTHS`` (:func:`long_lengths`, within ``LONG_TOLERANCE``). An entry that cannot be loaded
   (unreadable card, sha256 mismatch, wrong shapes) is reported as FAIL with the reason,
   and the others are still checked. Returns True if all pass."""
   ok = True
@@ -123,10 +164,20 @@ def verify(root: Optional[str] = None, verbose: bool = True) -> bool:
       continue
     got, want = res["summary"]["ood_mean"], c["summary"]["ood_mean"]
     passed = got >= want - VERIFY_TOLERANCE
+    line = (f"{name:22s} OOD mean {got:.5f} (card {want:.5f}), "
+            f"OOD min {res['summary']['ood_min']:.4f} (card {c['summary']['ood_min']:.4f})")
+    if long and "long_lengths" in c:
+      model, params, _ = load(name, root)
+      _, task, query = build_model(c)
+      far = long_lengths(model, params, task, query)
+      card_acc = c["long_lengths"]["accuracy"]
+      for L, a in far["accuracy"].items():
+        passed &= a >= card_acc.get(L, 0.0) - LONG_TOLERANCE
+      line += "; " + ", ".join(f"{int(L):,}: {100 * a:.1f}% (card {100 * card_acc[L]:.1f}%)"
+                               for L, a in far["accuracy"].items())
     ok &= passed
     if verbose:
-      print(f"{'ok  ' if passed else 'FAIL'} {name:22s} OOD mean {got:.5f} (card {want:.5f}), "
-            f"OOD min {res['summary']['ood_min']:.4f} (card {c['summary']['ood_min']:.4f})")
+      print(f"{'ok  ' if passed else 'FAIL'} {line}")
   return ok
 
 
@@ -192,6 +243,7 @@ def export(workdir: str, name: str, root: Optional[str] = None, which: str = "be
   c["long_length"] = {"length": int(toks.shape[1]), "num_sequences": 64,
                       "finite": bool(np.isfinite(np.asarray(logits)).all()),
                       "accuracy": float(np.mean(np.argmax(logits, -1) == label))}
+  c["long_lengths"] = long_lengths(model, params, task, query)
   with open(os.path.join(out_dir, CARD), "w") as f:
     json.dump(c, f, indent=1)
   return c
@@ -199,13 +251,19 @@ def export(workdir: str, name: str, root: Optional[str] = None, which: str = "be
 
 def markdown_table(root: Optional[str] = None) -> str:
   """The zoo as a markdown table (from the cards), next to the paper's claim."""
-  rows = ["| model | task | OOD mean (41..500) | OOD min | acc. at 10,000 | steps | "
-          "train wall time | hardware |", "|---|---|---|---|---|---|---|---|"]
+  rows = ["| model | task | OOD mean (41..500) | OOD min | 1,000 | 2,000 | 10,000 | "
+          "first < 99% | steps | train wall time | hardware |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
   for name in names(root):
     c = card(name, root)
-    s, long = c["summary"], c["long_length"]
+    s = c["summary"]
+    far = c.get("long_lengths", {"accuracy": {}, "first_below_99": None})
+    cells = " | ".join(f"{100 * far['accuracy'][str(L)]:.1f}%" if str(L) in far["accuracy"]
+                       else "n/a" for L in LONG_LENGTHS)
+    first = far["first_below_99"]
+    first = "none" if first is None and far["accuracy"] else (first or "n/a")
     rows.append(f"| `{name}` | {c['task']} | {100 * s['ood_mean']:.2f}% | "
-                f"{100 * s['ood_min']:.2f}% | {100 * long['accuracy']:.1f}% | "
+                f"{100 * s['ood_min']:.2f}% | {cells} | {first} | "
                 f"{c['checkpoint_step']:,} of {c['train_steps']:,} | "
                 f"{c['train_wall_time_s'] / 60:.1f} min | {c['hardware']} |")
   return "\n".join(rows)

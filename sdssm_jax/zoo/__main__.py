@@ -1,5 +1,7 @@
-"""``python -m sdssm_jax.zoo [list|verify|table|plot PATH]``: list the zoo, re-evaluate
-every entry against its card, print the markdown results table, or plot every entry."""
+"""``python -m sdssm_jax.zoo [list|verify [--short]|long [--update_cards]|table|plot PATH]``:
+list the zoo; re-evaluate every entry against its card (``--short``: the test protocol
+only, not the accuracy at 1,000, 2,000 and 10,000); measure the long lengths (and write
+them into the cards); print the markdown results table; or plot every entry."""
 
 import sys
 
@@ -23,14 +25,29 @@ def main(argv) -> int:
     if not zoo.names():
       print("The zoo is empty.")
       return 1
-    return 0 if zoo.verify() else 1
+    return 0 if zoo.verify(long="--short" not in argv) else 1
+  if cmd == "long":
+    import json
+    for name in zoo.names():
+      model, params, c = zoo.load(name)
+      _, task, query = zoo.build_model(c)
+      far = zoo.long_lengths(model, params, task, query)
+      print(f"{name:22s} " + ", ".join(f"{int(L):,}: {100 * a:.1f}%"
+                                       for L, a in far["accuracy"].items())
+            + f"; first length below 99%: {far['first_below_99']}", flush=True)
+      if "--update_cards" in argv:
+        c["long_lengths"] = far
+        with open(zoo.os.path.join(zoo.ROOT, name, zoo.CARD), "w") as f:
+          json.dump(c, f, indent=1)
+    return 0
   if cmd == "table":
     print(zoo.markdown_table())
     return 0
   if cmd == "plot" and len(argv) > 2:
     print(zoo.plot(argv[2]))
     return 0
-  print(f"Unknown command {cmd!r}; valid choices: list, verify, table, plot PATH.",
+  print(f"Unknown command {cmd!r}; valid choices: list, verify [--short], long "
+        f"[--update_cards], table, plot PATH.",
         file=sys.stderr)
   return 2
 
