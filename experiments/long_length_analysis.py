@@ -16,7 +16,7 @@ energy):
   of their transitions on the span: a large gap means long products collapse onto one
   direction, erasing the automaton's state.
 
-Writes ``<out>.json``, ``<out>.md`` (the table) and ``<out>.png`` (accuracy vs length).
+Writes ``<out>.json``, ``<out>_table.md`` (the table) and ``<out>.png`` (accuracy vs length).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def main() -> None:
     cells = " | ".join(f"{100 * r[str(L)]:.1f}%" for L in (500, 1000, 2000, 5000, 10000))
     lines.append(f"| `{name}` | {cells} | {r['first_below_99'] or 'none'} | {r['rank']} | "
                  f"{r['sv_ratio']:.3f} | {r['leak']:.2e} | {r['word_gap']:.2f} |")
-  with open(args.out + ".md", "w") as f:
+  with open(args.out + "_table.md", "w") as f:
     f.write("\n".join(lines) + "\n")
   import matplotlib
   matplotlib.use("Agg")
