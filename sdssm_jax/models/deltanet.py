@@ -356,7 +356,8 @@ class DeltaNetMixer(nn.Module):
                                 bias_init=_gate_bias_init)
     self.out_proj = torch_dense(D, H * d)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def _inputs(self, x: jax.Array):
+    """``(q, k, v, beta, gate)`` of inputs ``x`` ``[..., D]`` (layout of ``delta_rule``)."""
     H, n, d = self.num_heads, self.n_h, self.dim
     lead = x.shape[:-1]
     q = l2_normalize(self.q_proj(x).reshape(lead + (H, d)))
@@ -364,9 +365,29 @@ class DeltaNetMixer(nn.Module):
     v = self.v_proj(x).reshape(lead + (H, n, d))
     beta = beta_from_logits(self.beta_proj(x).reshape(lead + (H, n)), self.beta_range)
     gate = jax.nn.sigmoid(self.gate_proj(x)) if self.gated else None
-    o = delta_rule(q, k, v, beta, gate, method=_method(self.method),
+    return q, k, v, beta, gate
+
+  def _out(self, o: jax.Array) -> jax.Array:
+    return self.out_proj(o.reshape(o.shape[:-2] + (self.num_heads * self.dim,)))
+
+  def outputs_and_states(self, x: jax.Array):
+    """``(y [..., L, D], S [..., L, H, Dv, Dk])``: the stepping protocol of stacks."""
+    o, S = delta_rule(*self._inputs(x), method=_method(self.method),
+                      chunk_size=self.chunk_size, return_states=True)
+    return self._out(o), S
+
+  def step(self, states: jax.Array, x: jax.Array):
+    """One more token ``x`` ``[..., D]`` after states ``[..., H, Dv, Dk]``."""
+    q, k, v, beta, gate = self._inputs(x)
+    if gate is None:
+      gate = jnp.ones(beta.shape[:-1], beta.dtype)
+    S = delta_token_update(states, k, v, beta, gate)
+    return self._out(jnp.einsum("...hvk,...hk->...hv", S, q)), S
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    o = delta_rule(*self._inputs(x), method=_method(self.method),
                    chunk_size=self.chunk_size)
-    return self.out_proj(o.reshape(lead + (H * d,)))
+    return self._out(o)
 
 
 _MIXER_FIELDS = dict(num_heads=4, head_dim=None, n_h=1, beta_range="01", gated=False,

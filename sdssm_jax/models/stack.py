@@ -35,8 +35,9 @@ States and ``step`` (prefix evaluation). The optional stepping protocol of a mix
 * ``step(states, x) -> (y, states)``: one more position with input ``x`` after every
   prefix, ``x`` shaped like the stack's features (``[..., L, D]`` in prefix scoring).
 
-When the mixer has both (all mixers of :mod:`sdssm_jax.models.ssm_mixers` do;
-:func:`mixer_can_step`), ``states`` is ``(x, mixer_states)``: the residual stream after
+When the mixer has both (every mixer registered in the package does: those of
+:mod:`sdssm_jax.models.ssm_mixers`, ``deltanet``, ``deltaproduct``, ``bd_lncde`` and
+``attention``; :func:`mixer_can_step`), ``states`` is ``(x, mixer_states)``: the residual stream after
 the last block ``[..., L, D]`` and every block's mixer states, and ``step`` applies one
 more symbol after every prefix exactly. Otherwise ``states`` is the residual stream alone
 and ``step`` raises ``NotImplementedError``: such a stack needs ``eval.mode="per_length"``
