@@ -34,6 +34,10 @@ SCHEDULES = ("constant", "cosine", "warmup_cosine", "piecewise")
 EVAL_MODES = ("prefix", "per_length")
 BEST_METRICS = ("id_acc", "val_ood_acc")
 DECAY_MASKS = ("all", "no_embeddings")
+# Models whose default lr is their own, not the task's official (SD-SSM) one: PD-SSM at its
+# registered defaults learns parity at 3e-3 (>= 99% on 41..500 in 3,000 steps) and not at
+# the official 1e-4 (docs/pdssm.md).
+MODEL_LR = {"pdssm": 3e-3}
 
 
 def _official(task: str) -> dict:
@@ -81,7 +85,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model_config.p_norm = official["p_norm"]  # p of the column Lp normalisation
 
   c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.lr = official["lr"]          # peak learning rate of Adam
+  c.optimizer.lr = MODEL_LR.get(model, official["lr"])  # peak learning rate of Adam
   c.optimizer.weight_decay = 0.0           # decoupled weight decay (AdamW) when > 0
   c.optimizer.clip_norm = 1.0              # global gradient-norm clipping threshold
   c.optimizer.schedule = "constant"        # one of SCHEDULES

@@ -243,25 +243,64 @@ def test_pd_table_emulates_a_non_commutative_automaton_exactly():
 V_M, C_M, N_M, K_M = 4, 3, 6, 3  # the model tests' sizes
 
 
+# The paper's equations (the class defaults; the registered defaults differ, see
+# test_options_match_float64_loop_and_dense_straight_through_gradient["registered"]).
+PAPER = dict(initial_state="zero", diagonal="linear", dictionary_init="unit",
+             selector_bias=True, temperature=1.0, input_init="uniform",
+             magnitude_bias_init=None, learn_phase=True)
+
+
 def _model(**fields):
-  return models.build("pdssm", V_M, C_M, {"state_size": N_M, "num_matrices": K_M, **fields})
+  return models.build("pdssm", V_M, C_M,
+                      {"state_size": N_M, "num_matrices": K_M, **PAPER, **fields})
 
 
 # The model -----------------------------------------------------------------------------------
 
 
-def _reference_logits(params, tokens):
+def _reference_diagonal(params, diagonal, xp):
+  """``(|D|, phase)`` of every symbol, ``[V, N]`` each, written out from the params (``xp``:
+  ``np`` in float64 or ``jnp``): ``"linear"``: ``sigmoid(W + c)`` and ``W + c``;
+  ``"mlp"``: ``sigmoid(MLP_m)`` and ``2π sigmoid(MLP_φ)``, ``MLP = Dense, exact GELU,
+  Dense`` applied to every one-hot symbol."""
+  sigmoid = lambda x: 1 / (1 + xp.exp(-x))
+  f = lambda d: xp.asarray(d, np.float64) if xp is np else d
+  if diagonal == "linear":
+    mag = sigmoid(f(params["magnitude"]["kernel"]) + f(params["magnitude"]["bias"]))
+    if "phase" not in params:  # learn_phase=False: real positive D
+      return mag, 0 * mag
+    return mag, f(params["phase"]["kernel"]) + f(params["phase"]["bias"])
+  if xp is np:
+    erf = np.vectorize(__import__("math").erf)
+  else:
+    erf = jax.scipy.special.erf
+
+  def mlp(q):  # the symbols are one-hot: e_v @ kernel = kernel[v]
+    x = f(q["hidden"]["kernel"]) + f(q["hidden"]["bias"])
+    x = 0.5 * x * (1 + erf(x / np.sqrt(2.0)))
+    return x @ f(q["out"]["kernel"]) + f(q["out"]["bias"])
+
+  mag = sigmoid(mlp(params["magnitude"]))
+  if "phase" not in params:
+    return mag, 0 * mag
+  return mag, 2 * np.pi * sigmoid(mlp(params["phase"]))
+
+
+def _reference_logits(params, tokens, initial_state="zero", diagonal="linear",
+                      temperature=1.0):
   """A slow dense PD-SSM: ``h_t = (P_hard + P_soft - sg(P_soft)) D h_{t-1} + b``, one
   dense matrix-vector product per step (a plain loop, no PD scan), the readout written
-  out."""
+  out. ``P_soft = softmax(M / temperature)``; the selector bias is used if present."""
   eye = jnp.eye(V_M)
-  sel = jax.nn.softmax(eye @ params["selector"]["kernel"] + params["selector"]["bias"], -1)
+  sel = eye @ params["selector"]["kernel"]
+  if "bias" in params["selector"]:
+    sel = sel + params["selector"]["bias"]
+  sel = jax.nn.softmax(sel, -1)
   m = jnp.einsum("vk,kij->vij", sel, params["P_logits"], precision="highest")
-  soft = jax.nn.softmax(m, axis=1)
+  soft = jax.nn.softmax(m / temperature, axis=1)
   hard = jax.nn.one_hot(jnp.argmax(m, axis=1), N_M, axis=1)
   p = hard + soft - jax.lax.stop_gradient(soft)
-  mag = jax.nn.sigmoid(eye @ params["magnitude"]["kernel"] + params["magnitude"]["bias"])
-  phase = eye @ params["phase"]["kernel"] + params["phase"]["bias"]
+  mag, phase = _reference_diagonal(params, diagonal, jnp)
   a = p * (mag * jnp.exp(1j * phase))[:, None, :]
   bk = params["B"]["kernel"]
   b = bk[:, :N_M] + 1j * bk[:, N_M:]
@@ -270,12 +309,47 @@ def _reference_logits(params, tokens):
     h = jnp.einsum("bij,bj->bi", a[tok], h, precision="highest") + b[tok]
     return h, h
 
-  _, hs = jax.lax.scan(step, jnp.zeros((tokens.shape[0], N_M), jnp.complex64), tokens.T)
+  h0 = jnp.zeros((tokens.shape[0], N_M), jnp.complex64)
+  if initial_state == "e0":
+    h0 = h0.at[:, 0].set(1.0)
+  _, hs = jax.lax.scan(step, h0, tokens.T)
   hs = jnp.swapaxes(hs, 0, 1)  # [B, L, N]
   x = jnp.concatenate([jnp.real(hs), jnp.imag(hs)], -1)
   x = (x - x.mean(-1, keepdims=True)) / jnp.sqrt(x.var(-1, keepdims=True) + 1e-5)
   x = x * params["norm"]["scale"] + params["norm"]["bias"]
   return x @ params["readout"]["kernel"] + params["readout"]["bias"]
+
+
+def _numpy_model_logits(params, tokens, initial_state="zero", diagonal="linear"):
+  """float64 NumPy PD-SSM forward pass, one step at a time with an explicit scatter-add:
+  ``h_t[rows[j]] += D[j] h_{t-1}[j]``, then ``+ b``; logits ``[B, L, C]``."""
+  f = lambda x: np.asarray(x, np.float64)
+  sel = f(params["selector"]["kernel"])
+  if "bias" in params["selector"]:
+    sel = sel + f(params["selector"]["bias"])
+  sel = np.exp(sel - sel.max(-1, keepdims=True))
+  sel = sel / sel.sum(-1, keepdims=True)
+  m = np.einsum("vk,kij->vij", sel, f(params["P_logits"]))
+  rows = np.argmax(m, axis=1)  # [V, N]: the row of column j's one
+  mag, phase = _reference_diagonal(params, diagonal, np)
+  diag = mag * np.exp(1j * phase)
+  bk = f(params["B"]["kernel"])
+  b = bk[:, :N_M] + 1j * bk[:, N_M:]
+  out = np.zeros(tokens.shape + (params["readout"]["kernel"].shape[1],))
+  for i, seq in enumerate(np.asarray(tokens)):
+    h = np.zeros(N_M, np.complex128)
+    if initial_state == "e0":
+      h[0] = 1.0
+    for t, v in enumerate(seq):
+      new = b[v].copy()
+      for j in range(N_M):
+        new[rows[v, j]] += diag[v, j] * h[j]
+      h = new
+      x = np.concatenate([h.real, h.imag])
+      x = (x - x.mean()) / np.sqrt(x.var() + 1e-5)
+      x = x * f(params["norm"]["scale"]) + f(params["norm"]["bias"])
+      out[i, t] = x @ f(params["readout"]["kernel"]) + f(params["readout"]["bias"])
+  return out
 
 
 def test_straight_through_gradient_equals_dense_reference():
@@ -341,13 +415,141 @@ def test_model_shapes_prefix_logits_and_non_commuting_transitions():
   assert min(np.abs(a @ b - b @ a).max() for a, b in itertools.combinations(mats, 2)) > 1e-3
   assert models.default_config("pdssm").to_dict() == dict(
       state_size=64, num_matrices=8, readout_kind="linear", readout_hidden=64, scan=None,
-      chunk_size=64)
+      chunk_size=64, initial_state="e0", diagonal="linear", dictionary_init="unit",
+      selector_bias=True, temperature=0.1, input_init="zero", magnitude_bias_init=5.0,
+      learn_phase=False)
   with pytest.raises(ValueError, match="num_matrices must be >= 1"):
     _model(num_matrices=0)
   with pytest.raises(ValueError, match="sequential, associative, chunked"):
     _model(scan="fft")
   with pytest.raises(ValueError, match=r"\[0, 4\)"):
     model.apply({"params": params}, np.full((1, 3), V_M))
+
+
+# The options (the PD-SSM release's choices) --------------------------------------------------
+
+OPTION_CASES = {
+    # Gradient-only option (τ) with the release's initial state.
+    "e0_temperature": dict(initial_state="e0", temperature=0.3),
+    # Every release option at once.
+    "release": dict(initial_state="e0", diagonal="mlp", dictionary_init="scaled",
+                    selector_bias=False, input_init="normal", magnitude_bias_init=2.0),
+    # The registered defaults: real positive D (no phase parameter), h_0 = e_0, B = 0.
+    "registered": {k: v for k, v in models.default_config("pdssm").to_dict().items()
+                   if k in PAPER},
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTION_CASES))
+def test_options_match_float64_loop_and_dense_straight_through_gradient(name):
+  fields = OPTION_CASES[name]
+  ref_opts = {k: v for k, v in fields.items() if k in ("initial_state", "diagonal",
+                                                       "temperature")}
+  np_opts = {k: v for k, v in ref_opts.items() if k != "temperature"}
+  tokens = jax.random.randint(jax.random.PRNGKey(4), (2, 9), 0, V_M - 1)
+  labels = jax.random.randint(jax.random.PRNGKey(5), (2, 9), 0, C_M)
+  variants = [_model(scan=m, **fields) for m in ("sequential", "associative")]
+  params = jax.jit(variants[0].init)(jax.random.PRNGKey(0), tokens)["params"]
+  params["selector"]["kernel"] = params["selector"]["kernel"] * 8.0  # distinct P's
+  q, cuts = V_M - 1, (1, 5, 9)
+
+  def loss(logits):
+    logp = jax.nn.log_softmax(logits, -1)
+    return -jnp.mean(jnp.take_along_axis(logp, labels[..., None], -1))
+
+  def run(params, tokens):
+    grad = lambda f: jax.value_and_grad(lambda p: loss(f(p)))(params)
+    out = [grad(lambda p, m=m: m.apply({"params": p}, tokens)) for m in variants]
+    logits = [m.apply({"params": params}, tokens) for m in variants]
+    prefix = evaluation.prefix_logits(variants[0], params, tokens, q)
+    rows = variants[0].apply({"params": params}, method="symbol_transitions").rows
+    ref = grad(lambda p: _reference_logits(p, tokens, **ref_opts))
+    ref_tau1 = grad(lambda p: _reference_logits(p, tokens, **dict(ref_opts, temperature=1.0)))
+    return out, logits, prefix, rows, ref, ref_tau1
+
+  out, logits, prefix, rows, (ref_loss, ref_grads), (_, tau1_grads) = _compiled(
+      run, params, tokens)
+  assert len({tuple(r) for r in np.asarray(rows)}) > 1  # the symbols' P differ
+  # Forward: every backend against the float64 loop; prefix logits (states, then the
+  # query's step) against the loop on the queried prefixes.
+  expected = _numpy_model_logits(params, np.asarray(tokens), **np_opts)
+  for lg in logits:
+    _close(lg, expected, 1e-4)
+  for n in cuts:
+    queried = np.concatenate([np.asarray(tokens)[:, :n], np.full((2, 1), q)], 1)
+    _close(prefix[:, n - 1], _numpy_model_logits(params, queried, **np_opts)[:, -1], 1e-4)
+  # Gradients: the straight-through gradient of the dense loop.
+  assert np.abs(ref_grads["P_logits"]).max() > 1e-4
+  for value, grads in out:
+    _close(value, ref_loss, 1e-4)
+    flat, ref_flat = (jax.tree_util.tree_leaves_with_path(g) for g in (grads, ref_grads))
+    assert len(flat) == len(ref_flat)
+    for (path, g), (_, g_ref) in zip(flat, ref_flat):
+      assert g.shape == g_ref.shape, path
+      # Leaves whose gradient is tiny (|D| = sigmoid(5 + ..) is saturated) are compared
+      # to an absolute 1e-9 (float32 cancellation), the rest to 1e-4 of their scale.
+      np.testing.assert_allclose(g, g_ref, rtol=1e-4,
+                                 atol=1e-4 * max(np.abs(g_ref).max(), 1e-5), err_msg=str(path))
+  if fields.get("temperature", 1.0) != 1.0:  # τ changes P's gradient, nothing else
+    assert not np.allclose(ref_grads["P_logits"], tau1_grads["P_logits"], rtol=1e-2)
+    _close(ref_grads["B"]["kernel"], tau1_grads["B"]["kernel"], 1e-5)
+
+
+def test_option_inits_structure_and_validation():
+  tokens = jnp.zeros((1, 3), jnp.int32)
+  N = 32
+
+  def init(**fields):
+    m = models.build("pdssm", V_M, C_M,
+                     {"state_size": N, "num_matrices": 4, **PAPER, **fields})
+    return m, m.init(jax.random.PRNGKey(0), tokens)["params"]
+
+  _, p = init()
+  assert "bias" in p["selector"]
+  assert abs(np.std(p["P_logits"]) - 1.0) < 0.05
+  assert np.abs(p["B"]["kernel"]).max() <= 1 / np.sqrt(V_M) and np.std(p["B"]["kernel"]) > 0.2
+  _, p = init(dictionary_init="scaled", input_init="normal", selector_bias=False)
+  assert "bias" not in p["selector"]
+  assert abs(np.std(p["P_logits"]) * np.sqrt(N) - 1.0) < 0.05  # N(0, 1/N), 4096 entries
+  assert abs(np.std(p["B"]["kernel"]) * np.sqrt(2 * N) - 1.0) < 0.1  # N(0, 1/(2N)), 256
+  # A constant magnitude bias: |D| = sigmoid(3 + W) with W ~ U(+-1/sqrt(V)).
+  m, p = init(magnitude_bias_init=3.0)
+  np.testing.assert_array_equal(p["magnitude"]["bias"], 3.0)
+  mag = np.abs(m.apply({"params": p}, method="symbol_transitions").diag)
+  sig = lambda x: 1 / (1 + np.exp(-x))
+  assert (mag >= sig(3.0 - 0.5) - 1e-6).all() and (mag <= sig(3.0 + 0.5) + 1e-6).all()
+  m, p = init(diagonal="mlp", magnitude_bias_init=3.0)
+  assert set(p["magnitude"]) == set(p["phase"]) == {"hidden", "out"}
+  assert p["magnitude"]["hidden"]["kernel"].shape == (V_M, 2 * N)
+  np.testing.assert_array_equal(p["magnitude"]["out"]["bias"], 3.0)
+  assert not np.all(p["phase"]["out"]["bias"] == 3.0)
+  phase = np.angle(m.apply({"params": p}, method="symbol_transitions").diag)
+  assert np.isfinite(phase).all()
+  # The release's phase 2π sigmoid(MLP) starts near π.
+  assert np.abs(np.abs(phase) - np.pi).max() < 1.0
+  for diagonal in ("linear", "mlp"):
+    m, p = init(diagonal=diagonal, learn_phase=False)
+    assert "phase" not in p
+    diag = m.apply({"params": p}, method="symbol_transitions").diag
+    np.testing.assert_array_equal(np.imag(diag), 0.0)
+    assert (np.real(diag) > 0).all()
+  # h_0 = e_0 and no input: every state is one-hot up to its modulus and phase (column
+  # one-hot P maps one-hot vectors to one-hot vectors), here at length 200 (|D| near 1:
+  # no underflow).
+  m, p = init(initial_state="e0", input_init="zero", magnitude_bias_init=5.0)
+  np.testing.assert_array_equal(p["B"]["kernel"], 0.0)
+  seq = jax.random.randint(jax.random.PRNGKey(1), (2, 200), 0, V_M)
+  h = np.asarray(m.apply({"params": p}, seq, method="states"))
+  assert ((np.abs(h) > 0).sum(-1) == 1).all()
+  for field, bad, match in (("initial_state", "ones", "zero, e0"),
+                            ("diagonal", "dense", "linear, mlp"),
+                            ("dictionary_init", "xavier", "unit, scaled"),
+                            ("input_init", "ones", "uniform, normal, zero"),
+                            ("temperature", 0.0, "> 0"),
+                            ("selector_bias", "yes", "True or False"),
+                            ("learn_phase", 1, "True or False")):
+    with pytest.raises(ValueError, match=match):
+      _model(**{field: bad})
 
 
 def test_smoke_training_runs(tmp_path):
