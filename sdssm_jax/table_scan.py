@@ -130,17 +130,19 @@ def _recurrence_bwd(rescale, bits, b_indexed, final_only, res, cotangents):
       g_b = g_b + jnp.dot(onehot.astype(c_b.dtype).T, c_b, precision=_HIGHEST)
     else:
       g_b = g_b.at[t].set(c_b)
-    masked = jnp.where(onehot[:, :, None], c[:, None, :], 0.0)        # [B, V, N]
-    g_table = g_table + jnp.dot(masked.reshape(B, V * N).T, h_prev,
-                                precision=_HIGHEST).reshape(V, N, N)
+    # The table's gradient, kept as [N, V N]: (i, (v, j)) = sum_b c_bi [u_b = v] h_bj.
+    # c^T times the per-symbol masked states (not the masked c, transposed, times the
+    # states: ~1.4x slower in this loop on 2 CPU cores).
+    masked = jnp.where(onehot[:, :, None], h_prev[:, None, :], 0.0)   # [B, V, N]
+    g_table = g_table + jnp.dot(c.T, masked.reshape(B, V * N), precision=_HIGHEST)
     # A finished sequence's state passed through step t unchanged: so does its cotangent.
     g = jnp.where(active, _select(jnp.dot(c, t_all_t, precision=_HIGHEST), idx[t], V), g)
     return g, g_table, g_b
 
   g0 = g_out if final_only else jnp.zeros_like(h0)
-  init = (g0, jnp.zeros_like(table), jnp.zeros_like(b))
+  init = (g0, jnp.zeros((N, V * N), table.dtype), jnp.zeros_like(b))
   g_h0, g_table, g_b = jax.lax.fori_loop(0, steps, body, init)
-  return g_table, g_b, None, g_h0, None
+  return (jnp.transpose(g_table.reshape(N, V, N), (1, 0, 2)), g_b, None, g_h0, None)
 
 
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
