@@ -16,6 +16,10 @@ import pytest
 
 from sdssm_jax import configs, models, runs, train, validation, zoo
 
+# One worker runs this module (README: --dist loadgroup): its module-scoped fixtures
+# are expensive, and under plain --dist load each worker would build them again.
+pytestmark = pytest.mark.xdist_group("runs")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "experiments", "configs", "smoke.py")
 

@@ -14,6 +14,10 @@ import pytest
 
 from sdssm_jax import configs, sweeps
 
+# One worker runs this module (README: --dist loadgroup): its module-scoped fixtures
+# are expensive, and under plain --dist load each worker would build them again.
+pytestmark = pytest.mark.xdist_group("sweep")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = "experiments/configs/smoke.py"  # relative on purpose: the launcher resolves it
 

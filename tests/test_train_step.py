@@ -23,6 +23,10 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from sdssm_jax import configs, data, models, tasks, train, train_step
 import reference_automata
 
+# One worker runs this module (README: --dist loadgroup): its module-scoped fixtures
+# are expensive, and under plain --dist load each worker would build them again.
+pytestmark = pytest.mark.xdist_group("train_step")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _FAST_COMPILE = ("--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0 "
                  "--xla_llvm_disable_expensive_passes=true")

@@ -12,6 +12,10 @@ import pytest
 from sdssm_jax import configs, evaluation, train, zoo
 from sdssm_jax.zoo import __main__ as zoo_cli
 
+# One worker runs this module (README: --dist loadgroup): its module-scoped fixtures
+# are expensive, and under plain --dist load each worker would build them again.
+pytestmark = pytest.mark.xdist_group("zoo")
+
 # The headline: one-layer SD-SSMs trained on lengths 1..40 only.
 HEADLINE = ("parity", "even_pairs", "cycle_navigation", "modular_arithmetic", "c2xc4", "d4",
             "a5")
