@@ -23,7 +23,7 @@ checkpoint of the step it stopped at.
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from sdssm_jax import distributed, launch, train
+from sdssm_jax import distributed, host_memory, launch, train
 
 __all__ = ["main", "run"]
 
@@ -50,6 +50,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; -v 0 for them
+  host_memory.keep_freed_memory()  # reuse freed XLA buffers (see host_memory)
   launch.start_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   result = launch.run_training(
       lambda: train.train_and_evaluate(_CONFIG.value, _WORKDIR.value))
