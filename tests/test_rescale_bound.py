@@ -35,11 +35,13 @@ def test_fits_unscaled_decision():
   assert math.isclose(sdssm_lib.growth_bits(64, 1.2), 1.0)
 
 
-@pytest.mark.parametrize("L", [40, 90])  # 40 + query: unscaled; 90: over the bound, rescaled
+# N=16, p=1.2: 2/3 bit a step, so 40 + query steps run unscaled and 100 rescaled.
+@pytest.mark.parametrize("L", [40, 100])
 def test_last_state_equals_rescaled_states_values_and_gradients(L):
-  model = SDSSM(vocab_size=3, num_classes=2, state_size=64, num_matrices=8, p_norm=1.2,
+  model = SDSSM(vocab_size=3, num_classes=2, state_size=16, num_matrices=4, p_norm=1.2,
                 scan="sequential")
   assert model.rescaled
+  assert sdssm_lib.fits_unscaled(L + 1, 16, 1.2) == (L == 40)
   tokens = jax.random.randint(jax.random.PRNGKey(1), (6, L), 0, 2)
   length = jnp.array([1, 5, L // 2, L - 3, L, 7], jnp.int32)
   params = model.init(jax.random.PRNGKey(0), tokens)["params"]
