@@ -270,8 +270,9 @@ class SDSSM(nn.Module):
     tokens = jnp.asarray(tokens)
     # Rescaling only changes a state by exact powers of two, so where the static length
     # cannot leave float32's range (fits_unscaled: e.g. N=64, p=1.2 up to 64 steps) the
-    # scan skips it (~10% of the train step on a CPU) and the exponents are 0: the same
-    # logits and gradients up to float rounding (tested).
+    # scan skips it (measured alone on 2 CPU cores: 109 -> 99 us a step, forward and
+    # backward) and the exponents are 0: the same logits and gradients up to float
+    # rounding (tested).
     rescale = self.rescaled and not fits_unscaled(tokens.shape[-1] + (then is not None),
                                                   self.state_size, self.p_norm)
     state = scan_lib.linear_recurrence(
