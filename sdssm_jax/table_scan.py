@@ -54,11 +54,15 @@ def _input(b, idx, t, b_indexed: bool):
 
 def _forward(table, b, idx, h0, length, rescale: bool, bits: int, b_indexed: bool):
   """The loop. table [V, N, N]; b [L, B, N] or, b_indexed, [V, N]; idx int [L, B];
-  h0 [B, N]; length int [B]. Runs max(length) steps; sequence b stops after length[b].
-  Returns (h [B, N], k [B], hs [L, B, N], ks int32 [L, B]): each sequence's final state
-  and exponent, and every state and exponent (0 at t >= length[b])."""
+  h0 [B, N]; length int [B], or a scalar (every sequence runs that many steps: no
+  per-sequence masking in the loop). Runs max(length) steps; sequence b stops after
+  length[b]. Returns (h [B, N], k [B], hs [L + 1, B, N], ks int32 [L + 1, B]): each
+  sequence's final state and exponent, and h0 followed by every state and exponent
+  (0 after length[b]). Exponents are all 0 without ``rescale`` (their buffer is then
+  never written)."""
   V, N, _ = table.shape
   L, B = idx.shape
+  uniform = length.ndim == 0
   # h @ t_all -> [B, V*N], entry (v, i) = sum_j table[v, i, j] h[j].
   t_all = jnp.transpose(table, (2, 0, 1)).reshape(N, V * N)
 
@@ -72,19 +76,24 @@ def _forward(table, b, idx, h0, length, rescale: bool, bits: int, b_indexed: boo
       big = jnp.max(jnp.abs(m), axis=-1) > 2.0 ** bits
       m = jnp.where(big[:, None], m * jnp.asarray(2.0 ** -bits, m.dtype), m)
       k_new = k + bits * big.astype(jnp.int32)
-    active = t < length                                  # [B]: sequences still running
-    m = jnp.where(active[:, None], m, 0.0)
-    k_new = jnp.where(active, k_new, 0)
-    return (jnp.where(active[:, None], m, h), jnp.where(active, k_new, k),
-            hs.at[t].set(m), ks.at[t].set(k_new))
+    if not uniform:
+      active = t < length                                # [B]: sequences still running
+      m = jnp.where(active[:, None], m, 0.0)
+      k_new = jnp.where(active, k_new, 0)
+      h_next, k_next = jnp.where(active[:, None], m, h), jnp.where(active, k_new, k)
+    else:
+      h_next, k_next = m, k_new
+    if rescale:
+      ks = ks.at[t + 1].set(k_new)
+    return h_next, k_next, hs.at[t + 1].set(m), ks
 
-  init = (h0, jnp.zeros((B,), jnp.int32), jnp.zeros((L, B, N), h0.dtype),
-          jnp.zeros((L, B), jnp.int32))
+  hs = jnp.zeros((L + 1, B, N), h0.dtype).at[0].set(h0)
+  init = (h0, jnp.zeros((B,), jnp.int32), hs, jnp.zeros((L + 1, B), jnp.int32))
   return jax.lax.fori_loop(0, jnp.max(length, initial=0), body, init)
 
 
 def _outputs(h, k, hs, ks, final_only: bool):
-  return (h, k) if final_only else (hs, ks)
+  return (h, k) if final_only else (hs[1:], ks[1:])
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8))
@@ -108,23 +117,23 @@ def _recurrence_bwd(rescale, bits, b_indexed, final_only, res, cotangents):
   symbols = jnp.arange(V, dtype=idx.dtype)
 
   steps = jnp.max(length, initial=0)
+  uniform = length.ndim == 0                       # every sequence ran `steps` steps
 
   def body(i, carry):
     g, g_table, g_b = carry
     t = steps - 1 - i
-    active = (t < length)[:, None]                 # [B, 1]: step t changed sequence b
-    first = t == 0
-    tp = jnp.maximum(t - 1, 0)
-    h_prev = jnp.where(first, h0, hs[tp])
+    h_prev = hs[t]                                 # the state before step t (h0 at 0)
     if not final_only:
-      g = g + jnp.where(active, g_out[t], 0.0)  # total cotangent of the state after t
+      # the total cotangent of the state after step t
+      g = g + (g_out[t] if uniform else jnp.where((t < length)[:, None], g_out[t], 0.0))
     if rescale:
-      k_prev = jnp.where(first, 0, ks[tp])
-      c = g * _pow2(k_prev - ks[t], g.dtype)   # through this step's 2**-shift
-      c_b = c * _pow2(-k_prev, g.dtype)
+      c = g * _pow2(ks[t] - ks[t + 1], g.dtype)   # through this step's 2**-shift
+      c_b = c * _pow2(-ks[t], g.dtype)
     else:
       c = c_b = g
-    c, c_b = jnp.where(active, c, 0.0), jnp.where(active, c_b, 0.0)
+    if not uniform:
+      active = (t < length)[:, None]               # [B, 1]: step t changed sequence b
+      c, c_b = jnp.where(active, c, 0.0), jnp.where(active, c_b, 0.0)
     onehot = idx[t][:, None] == symbols[None, :]                     # [B, V]
     if b_indexed:
       g_b = g_b + jnp.dot(onehot.astype(c_b.dtype).T, c_b, precision=_HIGHEST)
@@ -135,8 +144,9 @@ def _recurrence_bwd(rescale, bits, b_indexed, final_only, res, cotangents):
     # states: ~1.4x slower in this loop on 2 CPU cores).
     masked = jnp.where(onehot[:, :, None], h_prev[:, None, :], 0.0)   # [B, V, N]
     g_table = g_table + jnp.dot(c.T, masked.reshape(B, V * N), precision=_HIGHEST)
+    g_prev = _select(jnp.dot(c, t_all_t, precision=_HIGHEST), idx[t], V)
     # A finished sequence's state passed through step t unchanged: so does its cotangent.
-    g = jnp.where(active, _select(jnp.dot(c, t_all_t, precision=_HIGHEST), idx[t], V), g)
+    g = g_prev if uniform else jnp.where(active, g_prev, g)
     return g, g_table, g_b
 
   g0 = g_out if final_only else jnp.zeros_like(h0)
@@ -162,7 +172,8 @@ def table_recurrence(table: jax.Array, b: jax.Array, idx: jax.Array, h0: jax.Arr
       selects a clamped row: validate at the boundary).
     h0: ``[*batch, N]``.
     length: int scalar or ``[*batch]`` (may be traced), each in ``0..L``: sequence b
-      runs ``length[b]`` steps (the loop runs the largest); ``None`` means ``L``.
+      runs ``length[b]`` steps (the loop runs the largest); ``None`` means ``L``. A
+      scalar is cheaper: the loop then masks nothing per sequence.
     rescale: carry ``mantissa * 2**exponent`` (see ``scan.renormalize``).
     bits: the rescaling threshold's exponent (``scan.RESCALE_BITS``).
     b_indexed: whether ``b`` is a per-symbol table.
@@ -175,8 +186,9 @@ def table_recurrence(table: jax.Array, b: jax.Array, idx: jax.Array, h0: jax.Arr
   """
   L = idx.shape[0]
   batch, N = idx.shape[1:], table.shape[-1]
-  length = jnp.broadcast_to(jnp.asarray(L if length is None else length, jnp.int32),
-                            batch).reshape(-1)
+  length = jnp.asarray(L if length is None else length, jnp.int32)
+  if length.ndim:  # one length per sequence; a scalar serves all (no masking per step)
+    length = jnp.broadcast_to(length, batch).reshape(-1)
   flat_b = b if b_indexed else b.reshape((L, -1, N))
   out, ks = _recurrence(table, flat_b, idx.reshape((L, -1)), h0.reshape((-1, N)), length,
                         bool(rescale), int(bits), bool(b_indexed), bool(final_only))

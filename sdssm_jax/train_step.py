@@ -91,20 +91,24 @@ def _local_rows(batch: Dict[str, jax.Array], num_devices: int) -> Dict[str, jax.
   return {k: jax.lax.dynamic_slice_in_dim(v, start, size, axis=0) for k, v in batch.items()}
 
 
-def _read_logits_fn(model, num_symbols: Optional[int], query_symbol: Optional[int]):
+def _read_logits_fn(model, num_symbols: Optional[int], query_symbol: Optional[int],
+                    uniform_length: bool = False):
   """``(params, batch) -> logits [B, C]`` at each sequence's read position.
 
   Models with ``dynamic_length`` (SD-SSM) get the task tokens WITHOUT the query and each
   sequence's length: ``model.last_state`` runs exactly that many steps over the task's
   ``num_symbols`` symbols, then applies the query token as one more step (what "prefix"
-  evaluation does with ``model.step``). Others get ``batch["inputs"]`` (query included) whole."""
+  evaluation does with ``model.step``). With ``uniform_length`` (per-batch lengths: every
+  sequence of the batch has the same length) it gets that one length as a scalar, so its
+  loop masks nothing per sequence. Others get ``batch["inputs"]`` (query included) whole."""
   if not getattr(model, "dynamic_length", False):
     return lambda p, batch: evaluation.read_logits(model, p, batch["inputs"],
                                                    batch["read_pos"])
 
   def logits_fn(p, batch):
     variables = {"params": p}
-    final = model.apply(variables, batch["inputs"], batch["length"], num_symbols,
+    length = batch["length"][0] if uniform_length else batch["length"]
+    final = model.apply(variables, batch["inputs"], length, num_symbols,
                         query_symbol, method="last_state")
     return model.apply(variables, final, method="logits")
 
@@ -153,7 +157,8 @@ def _step_body(model, optimizer, num_devices: int, make_batch: Callable,
     # per-device and the one explicit pmean below reduces them all at once.
     (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     length = jnp.mean(batch["length"].astype(jnp.float32))
-    grads, loss, acc, length = jax.lax.pmean((grads, loss, acc, length), _AXIS)
+    if num_devices > 1:  # one device: nothing to reduce (XLA would still emit it)
+      grads, loss, acc, length = jax.lax.pmean((grads, loss, acc, length), _AXIS)
     updates, opt_state = optimizer.update(grads, state["opt_state"], params)
     new_params = optax.apply_updates(params, updates)
     finite = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(new_params)
@@ -203,7 +208,8 @@ class TrainStep:
     self.dynamic = (self.length_sampling == "per_batch"
                     and bool(getattr(model, "dynamic_length", False)))
     dynamic_model = bool(getattr(model, "dynamic_length", False))
-    logits_fn = _read_logits_fn(model, task.vocab_size, query_symbol)
+    logits_fn = _read_logits_fn(model, task.vocab_size, query_symbol,
+                                uniform_length=self.dynamic)
     if self.length_sampling == "per_sequence":
       self.buckets = (self._max,)
       # The same tokens either way; dynamic models get them without the query.
