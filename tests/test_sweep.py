@@ -303,6 +303,11 @@ def test_arena_sweeps_name_registered_models_tasks_and_mixers():
   for task in sweeps.ARENA_A_TASKS:
     tasks.get(task)
   assert dict(a[0].overrides)["train.steps"] == 2000
+  # Every cell at the CPU budget's lr, but a model with its own default lr keeps it.
+  from sdssm_jax import configs
+  lrs = {r.model: dict(r.overrides)["optimizer.lr"] for r in a}
+  assert lrs["pdssm"] == configs.MODEL_LR["pdssm"] != sweeps.ARENA_A_CPU_LR
+  assert {lrs[m] for m in lrs if m not in configs.MODEL_LR} == {sweeps.ARENA_A_CPU_LR}
   b = sweeps.get("arena_b")
   assert len(b) == 4 * len(sweeps.ARENA_B_MIXERS) and len({r.name for r in b}) == len(b)
   assert {dict(r.overrides)["model_config.mixer"] for r in b} == set(sweeps.ARENA_B_MIXERS)
