@@ -274,20 +274,41 @@ def _arena_a_slice() -> List[Run]:
   return _arena_a_budget(grid(ARENA_A_SLICE_TASKS, ARENA_A_MODELS, seeds=[0]))
 
 
-def _arena_b() -> List[Run]:
-  """The walker protocol (launch with --config=walker): 4 tasks x 9 stack mixers."""
+def _walker_grid(tasks: Sequence[str], mixers: Sequence[str],
+                 budget: Sequence[Override]) -> List[Run]:
+  """``tasks`` x 2-block stacks over ``mixers``, seed 0, at ``budget`` (for --config=walker)."""
   runs = []
-  for mixer in ARENA_B_MIXERS:
-    for run in grid(WALKER_TASKS, ["stack"], seeds=[0]):
+  for mixer in mixers:
+    for run in grid(tasks, ["stack"], seeds=[0]):
       runs.append(dataclasses.replace(
           run, name=run.name.replace("-stack-", f"-stack_{mixer}-"),
           overrides=(("model_config.mixer", mixer),) + run.overrides))
-  return with_overrides(runs, ARENA_B_CPU_BUDGET)
+  return with_overrides(runs, budget)
+
+
+def _arena_b() -> List[Run]:
+  """The walker protocol (launch with --config=walker): 4 tasks x 9 stack mixers."""
+  return _walker_grid(WALKER_TASKS, ARENA_B_MIXERS, ARENA_B_CPU_BUDGET)
+
+
+# The slice of Table B run on this project's 2 CPU cores (docs/arena.md): parity, the six
+# mixers whose walker step takes <= 0.6 s on 2 cores (batch 256, width 128; Mamba,
+# DeltaNet and Gated DeltaProduct take 1.3-2.3 s), 1,000 steps, validation every 500.
+ARENA_B_SLICE_TASKS = ("parity",)
+ARENA_B_SLICE_MIXERS = ("sdssm", "pdssm", "diag_complex", "bd_lncde", "attention", "lstm")
+ARENA_B_SLICE_BUDGET = (("train.steps", 1000), ("train.eval_every", 500),
+                        ("train.checkpoint_every", 500))
+
+
+def _arena_b_slice() -> List[Run]:
+  """Table B's cells run on 2 CPU cores (launch with --config=walker)."""
+  return _walker_grid(ARENA_B_SLICE_TASKS, ARENA_B_SLICE_MIXERS, ARENA_B_SLICE_BUDGET)
 
 
 register("arena_a", _arena_a)
 register("arena_a_slice", _arena_a_slice)
 register("arena_b", _arena_b)
+register("arena_b_slice", _arena_b_slice)
 
 # Published numbers beside ours (PEERS.md). Walker protocol, PD-SSM paper's FSA table
 # (mean of 5 runs, max validation accuracy, %), keyed by our stack mixer.

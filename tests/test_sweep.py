@@ -314,3 +314,9 @@ def test_arena_sweeps_name_registered_models_tasks_and_mixers():
   assert set(sweeps.ARENA_B_MIXERS) <= set(mixers.mixer_names())
   assert set(sweeps.PUBLISHED_WALKER) <= set(sweeps.ARENA_B_MIXERS)
   assert {r.name for r in sweeps.get("arena_a_slice")} <= {r.name for r in a}
+  b_slice = sweeps.get("arena_b_slice")
+  assert {r.name for r in b_slice} <= {r.name for r in b}
+  assert len(b_slice) == len(sweeps.ARENA_B_SLICE_TASKS) * len(sweeps.ARENA_B_SLICE_MIXERS)
+  for run in b_slice:
+    fields = [f for f, _ in run.overrides]
+    assert len(fields) == len(set(fields)) and dict(run.overrides)["train.steps"] == 1000
