@@ -196,3 +196,29 @@ def test_per_sequence_lengths(rescale):
   for got, want in zip(g, (g_table, g_btab, g_h0)):
     np.testing.assert_allclose(np.asarray(got), want, rtol=2e-4,
                                atol=2e-4 * (np.abs(want).max() + 1e-30))
+
+
+@pytest.mark.parametrize("rescale", [False, True])
+@pytest.mark.parametrize("final_only", [False, True])
+def test_scalar_length_equals_the_same_length_per_sequence(rescale, final_only):
+  """A scalar ``length`` runs the loop without per-sequence masks (the train step's
+  per-batch path); it must give what the masked path gives for that length in every
+  sequence: states, exponents and every gradient, for each n (one trace)."""
+  table, _, idx, h0, _ = _problem(7, scale=40.0 if rescale else 0.7)
+  b_tab = np.random.default_rng(8).normal(size=(3, 4))
+  w = np.random.default_rng(9).normal(size=(5, 4) if final_only else (9, 5, 4))
+  f32 = lambda x: jnp.asarray(x, jnp.float32)
+
+  def run(t, bt, h, length):
+    out, k = table_recurrence(t, bt, jnp.asarray(idx), h, length, rescale, BITS,
+                              b_indexed=True, final_only=final_only)
+    return jnp.sum(out * f32(w)), (out, k)
+
+  grad = jax.jit(jax.value_and_grad(run, argnums=(0, 1, 2), has_aux=True))
+  for n in (0, 1, 4, 9):
+    (_, (out_s, k_s)), g_s = grad(f32(table), f32(b_tab), f32(h0), jnp.int32(n))
+    (_, (out_v, k_v)), g_v = grad(f32(table), f32(b_tab), f32(h0), jnp.full((5,), n, jnp.int32))
+    np.testing.assert_allclose(np.asarray(out_s), np.asarray(out_v), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(k_s), np.asarray(k_v))
+    for a, b in zip(g_s, g_v):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
