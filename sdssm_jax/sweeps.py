@@ -274,6 +274,17 @@ def _arena_a_slice() -> List[Run]:
   return _arena_a_budget(grid(ARENA_A_SLICE_TASKS, ARENA_A_MODELS, seeds=[0]))
 
 
+# Seeds 1 and 2 of the slice for SD-SSM, PD-SSM and the best other peer of the slice's
+# seed-0 cells (mean OOD accuracy over its three tasks; docs/arena.md).
+ARENA_A_BEST_PEER = "bd_lncde"
+
+
+def _arena_a_slice_seeds() -> List[Run]:
+  """Seeds 1, 2 of Table A's slice for SD-SSM, PD-SSM and ``ARENA_A_BEST_PEER``."""
+  return _arena_a_budget(_seed_major([1, 2], ARENA_A_SLICE_TASKS,
+                                     ["sdssm", "pdssm", ARENA_A_BEST_PEER]))
+
+
 def _walker_grid(tasks: Sequence[str], mixers: Sequence[str],
                  budget: Sequence[Override]) -> List[Run]:
   """``tasks`` x 2-block stacks over ``mixers``, seed 0, at ``budget`` (for --config=walker)."""
@@ -307,6 +318,7 @@ def _arena_b_slice() -> List[Run]:
 
 register("arena_a", _arena_a)
 register("arena_a_slice", _arena_a_slice)
+register("arena_a_slice_seeds", _arena_a_slice_seeds)
 register("arena_b", _arena_b)
 register("arena_b_slice", _arena_b_slice)
 

@@ -314,6 +314,11 @@ def test_arena_sweeps_name_registered_models_tasks_and_mixers():
   assert set(sweeps.ARENA_B_MIXERS) <= set(mixers.mixer_names())
   assert set(sweeps.PUBLISHED_WALKER) <= set(sweeps.ARENA_B_MIXERS)
   assert {r.name for r in sweeps.get("arena_a_slice")} <= {r.name for r in a}
+  seeds = sweeps.get("arena_a_slice_seeds")
+  assert {r.name for r in seeds} <= {r.name for r in a} | {
+      f"{t}-{sweeps.ARENA_A_BEST_PEER}-seed{s}" for t in sweeps.ARENA_A_SLICE_TASKS for s in (1, 2)}
+  assert {dict(r.overrides)["seed"] for r in seeds} == {1, 2}
+  assert {r.model for r in seeds} == {"sdssm", "pdssm", sweeps.ARENA_A_BEST_PEER}
   b_slice = sweeps.get("arena_b_slice")
   assert {r.name for r in b_slice} <= {r.name for r in b}
   assert len(b_slice) == len(sweeps.ARENA_B_SLICE_TASKS) * len(sweeps.ARENA_B_SLICE_MIXERS)
