@@ -32,7 +32,9 @@ _FAMILY_DEFAULT = {"c2xc": "c2xc4", "d": "d4"}
 
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "piecewise")
 EVAL_MODES = ("prefix", "per_length")
-BEST_METRICS = ("id_acc", "val_ood_acc")
+BEST_METRICS = ("id_acc", "val_ood_acc", "val_horizon")
+# val_horizon: the first validation length whose accuracy is below this (larger is better).
+VAL_HORIZON_ACCURACY = 0.99
 DECAY_MASKS = ("all", "no_embeddings")
 # Models whose default lr is their own, not the task's official (SD-SSM) one: PD-SSM at its
 # registered defaults learns parity at 3e-3 (>= 99% on 41..500 in 3,000 steps) and not at
@@ -123,7 +125,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.mode = "prefix"           # "prefix": one pass scores every prefix; "per_length"
   c.eval.batch_size = 512          # sequences per forward pass in "per_length" mode
   c.eval.checkpoint = "best"       # evaluate the "best" or the "last" checkpoint at the end
-  c.eval.best_metric = "id_acc"    # selection metric of the best checkpoint, one of BEST_METRICS
+  c.eval.best_metric = "id_acc"    # selection metric of the best checkpoint, one of BEST_METRICS:
+                                   # in-distribution accuracy, mean validation accuracy, or
+                                   # "val_horizon": the first validation length scored below
+                                   # 99% (ties: mean validation accuracy, then id loss)
   c.eval.id_num_per_length = 128   # sequences per length for the periodic evaluations
   c.eval.val_max_length = 0        # > train_length: also score a validation sample on
                                    # lengths train_length+1..val_max_length (0: off)
@@ -229,9 +234,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if c.eval.val_max_length and c.eval.val_max_length <= c.train.train_length:
     raise ValueError(f"eval.val_max_length must be 0 (off) or > train.train_length "
                      f"({c.train.train_length}), got {c.eval.val_max_length}.")
-  if c.eval.best_metric == "val_ood_acc" and not c.eval.val_max_length:
-    raise ValueError("eval.best_metric='val_ood_acc' needs eval.val_max_length > "
+  if c.eval.best_metric in ("val_ood_acc", "val_horizon") and not c.eval.val_max_length:
+    raise ValueError(f"eval.best_metric={c.eval.best_metric!r} needs eval.val_max_length > "
                      "train.train_length.")
+  if c.eval.best_metric == "val_horizon" and c.eval.get("val_num", 0):
+    raise ValueError("eval.best_metric='val_horizon' needs the per-length validation sample "
+                     f"(eval.val_num=0), got eval.val_num={c.eval.val_num}.")
   if c.eval.val_max_length and c.eval.val_seed == c.eval.seed:
     raise ValueError("eval.val_seed must differ from eval.seed: checkpoints are never "
                      "selected on the test sample.")
