@@ -10,7 +10,7 @@ import pytest
 
 from sdssm_jax import configs, evaluation, models, train
 from sdssm_jax.models import lncde
-from sdssm_jax.models.mixers import build_mixer, mixer_names
+from sdssm_jax.models.mixers import build_mixer, mixer_entry, mixer_names
 
 V, C = 5, 3  # V - 1 is the query symbol in the prefix test
 METHODS = ("sequential", "associative")
@@ -225,6 +225,27 @@ def test_mixer_fields_are_validated():
     build_mixer("bd_lncde", 4, {"method": "chunked"})
   with pytest.raises(ValueError, match="dt must be > 0"):
     build_mixer("bd_lncde", 4, {"dt": 0.0})
+  with pytest.raises(ValueError, match="init_radius must be >= 0"):
+    build_mixer("bd_lncde", 4, {"init_radius": -0.1})
+
+
+def test_mixer_init_does_not_depend_on_dt():
+  """The transitions and input terms at init are the same for every ``dt`` (A and B are
+  drawn 1/dt larger): ``dt`` only scales how fast training moves them. Defaults: the SLiCE
+  release's dt = 1/40, and the perturbation of the identity of spectral radius ~0.15."""
+  assert mixer_entry("bd_lncde")[1]["dt"] == pytest.approx(1 / 40)
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, 5, 16))
+
+  def parts(dt):
+    mixer = build_mixer("bd_lncde", 16, {"state_size": 32, "dt": dt})
+    params = mixer.init(jax.random.PRNGKey(1), x)
+    return [np.asarray(a) for a in mixer.apply(params, x, method=lambda m, x: m._parts(x))]
+  (m1, u1), (m40, u40) = parts(1.0), parts(1 / 40)
+  np.testing.assert_allclose(m40, m1, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(u40, u1, rtol=1e-5, atol=1e-6)
+  eye = np.eye(4)
+  radius = np.abs(np.linalg.eigvals(m1 - eye)).max(-1)   # [3, 5, G] per block
+  assert 0.03 < np.median(radius) < 0.3
 
 
 # ------------------------------------------------------------------- token model

@@ -207,11 +207,12 @@ def bd_recurrence(transitions: jax.Array, inputs: jax.Array,
 # ----------------------------------------------------------------------------- modules
 
 
-def _block_init(active_channels: int, block_size: int):
-  """N(0, s^2) with ``s = 0.5 / sqrt(b * active)``: the perturbation ``sum_i A_i dw_i``
-  of the identity then has spectral radius about 0.5 when ``active`` channels of
-  ``dw`` are of order 1."""
-  std = 0.5 / math.sqrt(block_size * max(active_channels, 1))
+def _block_init(active_channels: int, block_size: int, dt: float = 1.0,
+                radius: float = 0.5):
+  """N(0, s^2) with ``s = radius / (dt sqrt(b * active))``: the perturbation
+  ``sum_i A_i dw_i`` of the identity then has spectral radius about ``radius`` when
+  ``active`` channels of ``x`` (``dw = dt x``) are of order 1, whatever ``dt``."""
+  std = radius / (float(dt) * math.sqrt(block_size * max(active_channels, 1)))
   return nn.initializers.normal(stddev=std)
 
 
@@ -248,14 +249,24 @@ class LNCDEMixer(nn.Module):
     dt: the fixed step of the increments (> 0).
     method: ``"sequential"``, ``"associative"``, or ``None`` (sequential on CPU,
       associative on accelerators).
+    init_radius: spectral radius of ``sum_i A_i dw_i`` at init, for ``x`` of order 1.
+
+  Stability: the transitions ``I + sum_i A_i dw_i`` are not bounded, and Adam moves every
+  entry of ``A`` by about the learning rate per step whatever its scale, so the step of
+  the transitions is ``dt`` times that, summed over ``P`` channels. With ``dt = 1`` and
+  the walker's lr 2e-3 (``P = 128``) the states overflowed float32 by step 85 of parity
+  (docs/arena.md); the default ``dt = 1/40`` (the SLiCE release's, one over the longest
+  training length) makes that step 40x smaller, and the init compensates (``A`` is drawn
+  ``1/dt`` larger) so the transitions at init do not depend on ``dt``.
   """
 
   width: int
   state_size: int = 64
   block_size: int = 4
   path_size: Optional[int] = None
-  dt: float = 1.0
+  dt: float = 1.0 / 40
   method: Optional[str] = None
+  init_radius: float = 0.15
 
   def __post_init__(self):
     for field in ("width", "state_size"):
@@ -264,6 +275,8 @@ class LNCDEMixer(nn.Module):
     if self.path_size is not None and int(self.path_size) < 1:
       raise ValueError(f"LNCDEMixer.path_size must be >= 1 or None, got {self.path_size}.")
     _check_bd_fields("LNCDEMixer", self.state_size, self.block_size, self.dt, self.method)
+    if not float(self.init_radius) >= 0:
+      raise ValueError(f"LNCDEMixer.init_radius must be >= 0, got {self.init_radius}.")
     super().__post_init__()
 
   @property
@@ -274,8 +287,9 @@ class LNCDEMixer(nn.Module):
     D, N, b, P = self.width, self.state_size, self.block_size, self.num_paths
     W = P + 1
     self.in_proj = torch_dense(P, D)
-    self.A = self.param("A", _block_init(W, b), (W, N // b, b, b))
-    self.B = self.param("B", uniform_init(1.0 / math.sqrt(W)), (W, N))
+    self.A = self.param("A", _block_init(W, b, self.dt, self.init_radius), (W, N // b, b, b))
+    # B dw = dt B x: drawn 1/dt larger, so the input term at init does not depend on dt.
+    self.B = self.param("B", uniform_init(1.0 / (self.dt * math.sqrt(W))), (W, N))
     self.out_proj = torch_dense(D, N)
 
   def _parts(self, x: jax.Array):
@@ -307,7 +321,8 @@ class LNCDEMixer(nn.Module):
 
 
 register_mixer("bd_lncde", LNCDEMixer,
-               dict(state_size=64, block_size=4, path_size=None, dt=1.0, method=None))
+               dict(state_size=64, block_size=4, path_size=None, dt=1.0 / 40, method=None,
+                    init_radius=0.15))
 
 
 class BlockDiagonalLNCDE(SequenceModel):
