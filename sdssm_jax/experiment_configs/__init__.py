@@ -52,14 +52,15 @@ def describe(name: str) -> str:
 def zoo_recipe(name: str, task: str, arg, **fields):
   """The config of a zoo recipe: the task's official settings with ``fields``
   (``"section.field"`` written ``section__field``) set; recipes take no argument, and
-  train with per-sequence lengths, as the zoo runs did."""
+  train with per-sequence lengths, as most zoo runs did, unless ``train__length_sampling``
+  says otherwise."""
   if arg:
     raise ValueError(f"{name} takes no argument (got {arg!r}); override fields with "
                      "--config.<field>=<value>.")
   from sdssm_jax.configs import get_config
   c = get_config(f"task={task}")
+  c.train.length_sampling = "per_sequence"  # how most zoo runs drew their training lengths
   for key, value in fields.items():
     section, field = key.split("__")
     c[section][field] = value
-  c.train.length_sampling = "per_sequence"  # how the zoo runs drew their training lengths
   return c

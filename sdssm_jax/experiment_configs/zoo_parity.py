@@ -11,7 +11,7 @@ the best checkpoint at step 21,000 of 30,000. Measured time:
 earlier train step: 6.0 min). Beyond the test range (256 strings, seed 10015): 100% at
 1,000, 2,000 and 10,000.
 Selection: checkpoint with the best val_ood_acc on a validation sample (seed 7, lengths up to 500), never on the test sample (seed 2024). The config is the card's ``training_config``
-(tests/test_experiment_configs.py checks they agree); what differs from the official
+(tests/test_cli.py checks they agree); what differs from the official
 settings of the task is set below.
 """
 
