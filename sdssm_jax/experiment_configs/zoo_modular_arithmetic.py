@@ -14,7 +14,7 @@ Selection: the checkpoint exact (>= 99%) up to the longest validation length
 (``eval.best_metric="val_horizon"``; seed 7, lengths 41..1,000, 128 sequences each),
 never the test sample (seed 2024). The horizon stays near 41 until ~20k steps, climbs
 after the second lr drop (405 at 49.5k), every length up to 1,000 is exact from 57,000 to
-71,000, and it collapses at 71,500 (docs/recipes.md, attempt 14). One length per batch
+71,000, and it collapses at 71,500 (docs/recipes.md, attempt 17). One length per batch
 (the official protocol) runs each step at the batch's length, ~2x faster than 41 steps.
 The config is the card's ``training_config`` (tests/test_cli.py checks they agree); what
 differs from the official settings of the task is set below.
