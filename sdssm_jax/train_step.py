@@ -73,13 +73,25 @@ CPU_MAX_IN_FLIGHT = 2
 _AXIS = "data"
 
 
+def _flat_groups(tree):
+  """The leaves of ``tree`` raveled and concatenated, one vector per dtype: XLA fuses a
+  reduction of such a vector into ONE kernel, where per-leaf reductions cost a few
+  kernels per leaf (~50 of the step's ~170 on CPU, each with its own launch)."""
+  groups: Dict[Any, list] = {}
+  for x in jax.tree_util.tree_leaves(tree):
+    groups.setdefault(jnp.asarray(x).dtype, []).append(jnp.ravel(x))
+  return [v[0] if len(v) == 1 else jnp.concatenate(v) for v in groups.values()]
+
+
 def _all_finite(tree) -> jax.Array:
-  leaves = jax.tree_util.tree_leaves(tree)
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+  """Whether every entry of every leaf is finite (scalar bool)."""
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in _flat_groups(tree)]))
 
 
 def _global_norm(tree) -> jax.Array:
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree)))
+  """The 2-norm of all leaves together (complex leaves by their modulus)."""
+  return jnp.sqrt(sum(jnp.sum(jnp.square(jnp.abs(v)) if jnp.iscomplexobj(v) else
+                              jnp.square(v)) for v in _flat_groups(tree)))
 
 
 def _local_rows(batch: Dict[str, jax.Array], num_devices: int) -> Dict[str, jax.Array]:

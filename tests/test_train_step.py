@@ -422,3 +422,23 @@ def test_invalid_length_sampling_names_the_choices():
   c.train.length_sampling = "per_step"
   with pytest.raises(ValueError, match="train.length_sampling.*per_sequence, per_batch"):
     configs.validate(c)
+
+
+def test_flat_finiteness_and_norm_match_a_per_leaf_reference():
+  """The step's finiteness flag and gradient norm reduce flattened leaves (one kernel
+  per dtype); they must equal a plain per-leaf computation, complex leaves included."""
+  from sdssm_jax import train_step as ts
+  rng = np.random.default_rng(0)
+  tree = {"a": rng.normal(size=(3, 4)).astype(np.float32),
+          "b": {"c": rng.normal(size=(5,)).astype(np.float32),
+                "z": (rng.normal(size=(2, 2)) + 1j * rng.normal(size=(2, 2))).astype(np.complex64)},
+          "d": np.float32(2.5)}
+  leaves = [np.asarray(x, np.complex128) for x in jax.tree_util.tree_leaves(tree)]
+  want = np.sqrt(sum(np.sum(np.abs(x) ** 2) for x in leaves))
+  np.testing.assert_allclose(float(jax.jit(ts._global_norm)(tree)), want, rtol=1e-6)
+  assert bool(jax.jit(ts._all_finite)(tree))
+  for path, bad in ((("a",), np.inf), (("b", "c"), np.nan), (("b", "z"), complex(0, np.inf))):
+    broken = jax.tree_util.tree_map(np.copy, tree)
+    leaf = broken[path[0]] if len(path) == 1 else broken[path[0]][path[1]]
+    leaf.flat[1] = bad
+    assert not bool(jax.jit(ts._all_finite)(broken)), path
