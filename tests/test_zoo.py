@@ -128,3 +128,24 @@ def test_shipped_model_card_is_honest_and_stable_at_length_10000(name):
   assert np.isfinite(np.asarray(logits)).all()
   assert card["long_length"]["length"] == task.effective_length(10_000)
   assert card["long_length"]["finite"]
+
+
+def test_time_to_target_table_sums_and_flags(tmp_path):
+  """experiments/time_to_target.py: a finished run's row reads its results.json, the
+  total is the sum of the training times, and a run below 99.9% is flagged."""
+  import json as _json
+  from experiments import time_to_target as ttt
+  rows = []
+  for name, secs, mean in (("a", 100.7, 1.0), ("b", 50.0, 0.9985)):
+    wd = tmp_path / name
+    wd.mkdir()
+    (wd / "results.json").write_text(_json.dumps({
+        "summary": {"ood_mean": mean, "ood_min": mean - 0.01}, "train_wall_time_s": secs,
+        "checkpoint_step": 10, "hardware": "cpu"}))
+    rows.append(ttt.row(name, str(wd), {"checkpoint_step": 10, "sha256": "x"}))
+  assert [r["reached"] for r in rows] == [True, False]
+  assert rows[0]["same_weights"] is None  # no checkpoint to compare: unknown, not "yes"
+  text = ttt.markdown(rows)
+  assert "151 s = 2.5 min" in text and "| NO |" in text and "all reached >= 99.9%: no" in text
+  with pytest.raises(SystemExit):
+    ttt.main(["--models", "no_such_model", "--root", str(tmp_path)])
