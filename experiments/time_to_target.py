@@ -5,8 +5,9 @@
 Runs ``sdssm-train --config=zoo_<model> --workdir=<root>/zoo_<model>`` for every zoo
 entry (``--parallel`` at a time: 2 gives each run one of 2 cores), then prints a markdown
 table: each run's training time (``results.json``'s ``train_wall_time_s``, validations
-included), its OOD mean and min on 41..500, its selected step, and whether its selected
-weights are bit-identical to the shipped ones (the recipes are deterministic, so they
+included), its OOD mean and min on 41..500 (the card's, with rescaled states, when the
+weights are the shipped ones; else the run's own test), its selected step, and whether
+its selected weights are bit-identical to the shipped ones (the recipes are deterministic, so they
 should be); and the sum of the training times, the issue's "time to target". A finished
 workdir is not re-run (its results are read), so an interrupted measurement resumes.
 """
@@ -43,11 +44,16 @@ def row(name: str, workdir: str, card: Dict[str, Any]) -> Dict[str, Any]:
     same = hashlib.sha256(blob).hexdigest() == card.get("sha256")
   except Exception as e:  # noqa: BLE001 - reported, not fatal
     print(f"{name}: could not compare the weights ({type(e).__name__}: {e})", file=sys.stderr)
+  # The zoo scores its weights with rescaled states (finite at any length); a recipe may
+  # train without (``model_config.rescale=False``), and its run's own test then scores
+  # overflowed states near 500. Identical weights are scored as the card scores them.
+  scored = card["summary"] if same else s
   return {"name": name, "train_s": float(res["train_wall_time_s"]),
-          "ood_mean": float(s["ood_mean"]), "ood_min": float(s["ood_min"]),
+          "ood_mean": float(scored["ood_mean"]), "ood_min": float(scored["ood_min"]),
+          "run_ood_mean": float(s["ood_mean"]),
           "step": int(res["checkpoint_step"]), "card_step": int(card["checkpoint_step"]),
           "same_weights": same, "hardware": res.get("hardware", ""),
-          "reached": float(s["ood_mean"]) >= TARGET}
+          "reached": float(scored["ood_mean"]) >= TARGET}
 
 
 def markdown(rows: List[Dict[str, Any]]) -> str:

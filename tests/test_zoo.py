@@ -142,7 +142,8 @@ def test_time_to_target_table_sums_and_flags(tmp_path):
     (wd / "results.json").write_text(_json.dumps({
         "summary": {"ood_mean": mean, "ood_min": mean - 0.01}, "train_wall_time_s": secs,
         "checkpoint_step": 10, "hardware": "cpu"}))
-    rows.append(ttt.row(name, str(wd), {"checkpoint_step": 10, "sha256": "x"}))
+    rows.append(ttt.row(name, str(wd), {"checkpoint_step": 10, "sha256": "x",
+                                        "summary": {"ood_mean": 1.0, "ood_min": 1.0}}))
   assert [r["reached"] for r in rows] == [True, False]
   assert rows[0]["same_weights"] is None  # no checkpoint to compare: unknown, not "yes"
   text = ttt.markdown(rows)
