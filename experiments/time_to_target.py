@@ -15,7 +15,6 @@ workdir is not re-run (its results are read), so an interrupted measurement resu
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -35,13 +34,9 @@ def row(name: str, workdir: str, card: Dict[str, Any]) -> Dict[str, Any]:
   s = res["summary"]
   same = None
   try:
-    from flax import serialization
-    import numpy as np
-    import jax
     from sdssm_jax import train
     params, _ = train.load_params(workdir, "best")
-    blob = serialization.msgpack_serialize(jax.tree_util.tree_map(np.asarray, params))
-    same = hashlib.sha256(blob).hexdigest() == card.get("sha256")
+    same = zoo.weights_sha256(params) == card.get("sha256")
   except Exception as e:  # noqa: BLE001 - reported, not fatal
     print(f"{name}: could not compare the weights ({type(e).__name__}: {e})", file=sys.stderr)
   # The zoo scores its weights with rescaled states (finite at any length); a recipe may
@@ -50,7 +45,6 @@ def row(name: str, workdir: str, card: Dict[str, Any]) -> Dict[str, Any]:
   scored = card["summary"] if same else s
   return {"name": name, "train_s": float(res["train_wall_time_s"]),
           "ood_mean": float(scored["ood_mean"]), "ood_min": float(scored["ood_min"]),
-          "run_ood_mean": float(s["ood_mean"]),
           "step": int(res["checkpoint_step"]), "card_step": int(card["checkpoint_step"]),
           "same_weights": same, "hardware": res.get("hardware", ""),
           "reached": float(scored["ood_mean"]) >= TARGET}
@@ -88,20 +82,21 @@ def main(argv: Optional[List[str]] = None) -> int:
   os.makedirs(args.root, exist_ok=True)
   pending = [n for n in names
              if not os.path.exists(os.path.join(args.root, f"zoo_{n}", "results.json"))]
-  running: Dict[str, subprocess.Popen] = {}
+  running: Dict[str, Any] = {}  # name -> (process, its log file)
   while pending or running:
     while pending and len(running) < args.parallel:
       name = pending.pop(0)
       workdir = os.path.join(args.root, f"zoo_{name}")
       log = open(os.path.join(args.root, f"zoo_{name}.log"), "w")
       print(f"start zoo_{name}", flush=True)
-      running[name] = subprocess.Popen(
+      running[name] = (subprocess.Popen(
           [sys.executable, "-m", "sdssm_jax.cli.train", f"--config=zoo_{name}",
            f"--workdir={workdir}", "--config.train.progress_bar=False"],
-          stdout=log, stderr=subprocess.STDOUT)
+          stdout=log, stderr=subprocess.STDOUT), log)
     time.sleep(2)
-    for name, proc in list(running.items()):
+    for name, (proc, log) in list(running.items()):
       if proc.poll() is not None:
+        log.close()
         print(f"done zoo_{name} (exit {proc.returncode})", flush=True)
         del running[name]
   rows = [row(n, os.path.join(args.root, f"zoo_{n}"), zoo.card(n)) for n in names

@@ -99,6 +99,17 @@ def _sha256(path: str) -> str:
     return hashlib.sha256(f.read()).hexdigest()
 
 
+def weights_bytes(params) -> bytes:
+  """The bytes of ``params.msgpack`` for ``params`` (what ``export`` writes and the
+  card's ``sha256`` digests)."""
+  return serialization.msgpack_serialize(jax.tree_util.tree_map(np.asarray, params))
+
+
+def weights_sha256(params) -> str:
+  """The card ``sha256`` that ``params`` would be shipped with."""
+  return hashlib.sha256(weights_bytes(params)).hexdigest()
+
+
 def build_model(c: Dict[str, Any]):
   """``(model, task, query_symbol)`` described by a card."""
   task = tasks.get(c["task"])
@@ -202,7 +213,7 @@ def export(workdir: str, name: str, root: Optional[str] = None, which: str = "be
   os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, WEIGHTS)
   with open(path, "wb") as f:
-    f.write(serialization.msgpack_serialize(params))
+    f.write(weights_bytes(params))
   c = {
       "name": name, "task": cfg["task"], "model": cfg["model"],
       # Exact power-of-two state rescaling: same predictions, finite at any length.
