@@ -132,6 +132,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.id_num_per_length = 128   # sequences per length for the periodic evaluations
   c.eval.val_max_length = 0        # > train_length: also score a validation sample on
                                    # lengths train_length+1..val_max_length (0: off)
+  c.eval.val_stop_lengths = ()     # with best_metric "val_horizon": score lengths up to the
+                                   # first of these, then up to the next (and finally up to
+                                   # val_max_length) only while every length so far is >= 99%.
+                                   # The horizon is the same as without them; val_ood_acc is
+                                   # then the mean over the lengths scored ((): all at once)
   c.eval.val_seed = 7              # PRNG seed of the validation sample (never the test seed)
   c.eval.val_min_length = 0        # shortest validation length (0: train_length + 1)
   c.eval.val_num = 0               # 0: id_num_per_length sequences scored at every length
@@ -240,6 +245,19 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if c.eval.best_metric == "val_horizon" and c.eval.get("val_num", 0):
     raise ValueError("eval.best_metric='val_horizon' needs the per-length validation sample "
                      f"(eval.val_num=0), got eval.val_num={c.eval.val_num}.")
+  stops = c.eval.get("val_stop_lengths", ())
+  if stops:
+    if c.eval.best_metric != "val_horizon":
+      raise ValueError("eval.val_stop_lengths stops the validation where the horizon is "
+                       "found: it needs eval.best_metric='val_horizon', got "
+                       f"{c.eval.best_metric!r}.")
+    lo = c.eval.get("val_min_length", 0) or c.train.train_length + 1
+    if (not all(isinstance(s, int) and not isinstance(s, bool) for s in stops)
+        or list(stops) != sorted(set(stops)) or stops[0] < lo
+        or stops[-1] >= c.eval.val_max_length):
+      raise ValueError("eval.val_stop_lengths must be increasing integers in "
+                       f"[{lo}, eval.val_max_length={c.eval.val_max_length}), got "
+                       f"{tuple(stops)!r}.")
   if c.eval.val_max_length and c.eval.val_seed == c.eval.seed:
     raise ValueError("eval.val_seed must differ from eval.seed: checkpoints are never "
                      "selected on the test sample.")

@@ -23,7 +23,7 @@ import platform
 import shutil
 import sys
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -400,6 +400,22 @@ def horizon(accuracy_per_length: np.ndarray, first_length: int,
   return int(first_length + (below[0] if below.size else len(accuracy_per_length)))
 
 
+def staged_horizon(score: Callable[[int], Tuple[float, np.ndarray]], stops: Sequence[int],
+                   first_length: int) -> Tuple[float, int]:
+  """``(mean accuracy, horizon)`` of a validation sample scored up to the first of
+  ``stops`` (increasing lengths, the last the longest validation length), then up to the
+  next only while every length so far is >= 99%. ``score(hi)`` gives the mean accuracy
+  over lengths ``first_length..hi`` and the accuracy per length (``[hi - first_length +
+  1]``). Prefix scores are causal, so the horizon is that of scoring every length at once
+  (``eval.val_stop_lengths``); the mean is over the lengths scored."""
+  for hi in stops:
+    mean, acc = score(hi)
+    found = horizon(acc, first_length)
+    if found <= hi:
+      break
+  return float(mean), found
+
+
 def selection_score(ev: Dict[str, float], best_metric: str) -> Tuple[float, ...]:
   """What the best checkpoint maximises (compared as a tuple): ``best_metric``, then
   (``val_horizon``) the mean validation accuracy, then the lower in-distribution loss.
@@ -562,6 +578,8 @@ def _train_and_evaluate(config, workdir: str, stored, signals) -> Dict[str, Any]
                 if ec.val_max_length and not val_num else None)
   val_sample = (length_sample(task, ec.val_seed + 1, val_num, val_lo, ec.val_max_length,
                               query_symbol) if ec.val_max_length and val_num else None)
+  val_stops = [*ec.get("val_stop_lengths", ()), ec.val_max_length]
+  val_cut = {hi: int(task.effective_length(np.asarray(hi))) for hi in val_stops}
   counter = _correct_counter(model)
   scores = jax.jit(lambda p, t: evaluation.prefix_scores(model, p, task, t, query_symbol))
 
@@ -583,8 +601,9 @@ def _train_and_evaluate(config, workdir: str, stored, signals) -> Dict[str, Any]
     if val_sample is not None:
       out["val_ood_acc"] = sample_accuracy(model, params, val_sample, ec.batch_size, counter)
     elif val_tokens is not None:
-      out["val_ood_acc"], _, acc = per_length(val_tokens, val_lo, ec.val_max_length)
-      out["val_horizon"] = horizon(acc, val_lo)
+      out["val_ood_acc"], out["val_horizon"] = staged_horizon(
+          lambda hi: per_length(val_tokens[:, :val_cut[hi]], val_lo, hi)[::2], val_stops,
+          val_lo)
     out = {k: float(v) for k, v in out.items()}
     if multi:
       keys = sorted(out)

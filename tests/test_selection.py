@@ -80,3 +80,86 @@ def test_val_horizon_needs_a_per_length_validation_sample(tmp_path, change, matc
   with pytest.raises(ValueError, match=match):
     train.train_and_evaluate(c, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
+
+
+def test_validation_stops_find_the_same_horizon_as_scoring_every_length(tmp_path):
+  # eval.val_stop_lengths scores lengths 9..12 first and goes on to 16 and then 20 only
+  # while every length so far is >= 99%: the trajectory is the same, so is every horizon;
+  # the mean is over the lengths scored (all of them where the horizon passes the last stop).
+  logs = {}
+  for name, stops in (("all", ()), ("stops", (12, 16))):
+    c = configs.get_smoke_config("task=cycle_navigation")
+    c.train.steps, c.train.eval_every, c.train.checkpoint_every = 60, 10, 10
+    c.optimizer.lr = 3e-3
+    c.eval.val_max_length = 20
+    c.eval.best_metric = "val_horizon"
+    c.eval.val_stop_lengths = stops
+    train.train_and_evaluate(c, str(tmp_path / name))
+    lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+    logs[name] = [r for r in map(json.loads, lines) if "val_horizon" in r]
+  full, staged = logs["all"], logs["stops"]
+  assert [r["step"] for r in full] == [r["step"] for r in staged]
+  assert [r["val_horizon"] for r in full] == [r["val_horizon"] for r in staged]
+  assert [r["id_loss"] for r in full] == [r["id_loss"] for r in staged]
+  for a, b in zip(full, staged):
+    if a["val_horizon"] > 16:  # scored to the end either way
+      assert a["val_ood_acc"] == b["val_ood_acc"]
+  # Checkpoints short of a stop are scored on fewer lengths: some run must show it, or
+  # this test checks nothing about the stops.
+  assert any(r["val_horizon"] <= 16 for r in full), [r["val_horizon"] for r in full]
+
+
+@pytest.mark.parametrize("stops,metric,match", [
+    ((12, 16), "val_ood_acc", "needs eval.best_metric='val_horizon'"),
+    ((16, 12), "val_horizon", "increasing integers in \\[9, eval.val_max_length=20\\)"),
+    ((8,), "val_horizon", "increasing integers"),
+    ((20,), "val_horizon", "increasing integers"),
+    ((12.5,), "val_horizon", "increasing integers"),
+])
+def test_validation_stops_are_checked_before_anything_is_written(tmp_path, stops, metric,
+                                                                 match):
+  c = configs.get_smoke_config("task=parity")
+  c.eval.val_max_length = 20
+  c.eval.best_metric = metric
+  c.eval.val_stop_lengths = stops
+  with pytest.raises(ValueError, match=match):
+    train.train_and_evaluate(c, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
+# On these samples cycle_navigation's horizon falls between two stops (the staged scoring
+# stops early) and modular_arithmetic's passes every stop (it is scored to the end).
+@pytest.mark.parametrize("name,stops,stops_early", [
+    ("cycle_navigation", (100, 700, 1200), True),
+    ("modular_arithmetic", (100, 700, 1200), False)])
+def test_staged_horizon_of_a_zoo_model_is_that_of_every_length_at_once(name, stops,
+                                                                       stops_early):
+  # Real prefix scores of shipped models to length 2,000 (modular_arithmetic: only odd
+  # lengths are strings, so a stop cuts the tokens at its effective length).
+  import jax
+  from sdssm_jax import evaluation, zoo
+  model, params, card = zoo.load(name)
+  _, task, query = zoo.build_model(card)
+  lo, top = 41, 2000
+  tokens = task.sample(jax.random.PRNGKey(123), 64, top)["tokens"]
+  scores = jax.jit(lambda p, t: evaluation.prefix_scores(model, p, task, t, query)[0])
+
+  def score(hi):
+    cut = int(task.effective_length(np.asarray(hi)))
+    correct = np.asarray(scores(params, tokens[:, :cut]))
+    acc = correct[np.asarray(task.effective_length(np.arange(lo, hi + 1))) - 1] / len(tokens)
+    scored.append(hi)
+    return acc.mean(), acc
+
+  scored = []
+  full_mean, full_acc = score(top)
+  want = train.horizon(full_acc, lo)
+  scored = []
+  mean, got = train.staged_horizon(score, [*stops, top], lo)
+  assert got == want
+  # It scored every stop up to the first at or past the horizon, and no further.
+  everything = [*stops, top]
+  assert scored == [s for s in everything if s < want] + [s for s in everything if s >= want][:1]
+  assert (scored[-1] < top) == stops_early  # the case the parameter stands for
+  if want > stops[-1]:
+    assert mean == pytest.approx(full_mean, abs=1e-12)

@@ -30,6 +30,7 @@ def get_config(arg=None):
       "zoo_a5", "a5", arg,
       eval__best_metric='val_horizon',
       eval__val_max_length=10000,
+      eval__val_stop_lengths=(500, 2000),  # the same horizon, found sooner
       model_config__rescale=False,
       optimizer__boundaries=(33000,),
       optimizer__lr=0.0003,

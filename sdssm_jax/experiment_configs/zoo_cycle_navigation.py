@@ -26,6 +26,7 @@ def get_config(arg=None):
       "zoo_cycle_navigation", "cycle_navigation", arg,
       eval__best_metric='val_horizon',
       eval__val_max_length=2000,
+      eval__val_stop_lengths=(500,),  # the same horizon, found sooner
       optimizer__boundaries=(35000, 55000),
       optimizer__lr=0.0003,
       optimizer__scales=(0.3333333333333333, 0.3),

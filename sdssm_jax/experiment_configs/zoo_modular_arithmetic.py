@@ -29,6 +29,7 @@ def get_config(arg=None):
       "zoo_modular_arithmetic", "modular_arithmetic", arg,
       eval__best_metric='val_horizon',
       eval__val_max_length=10000,
+      eval__val_stop_lengths=(500, 2000),  # the same horizon, found sooner
       optimizer__boundaries=(30000, 40000),
       optimizer__lr=0.001,
       optimizer__scales=(0.3, 0.3),
