@@ -353,6 +353,17 @@ PUBLISHED_WORD = {
                            "s5_k4": 88.7, "s5_k8": 57.4, "s5_k32": 1.23},
 }
 
+# What each arena sweep's pivot.md puts beside its cells: the published table and the
+# metrics pivoted (chomsky: OOD mean 41..500; walker: max validation accuracy, then the
+# held-out accuracy with no published number: the papers report only the former). The word
+# problems' published figures are on validation lengths 40..256, ours on 41..500.
+PUBLISHED_BY_SWEEP = {
+    **{name: ({model: {**PUBLISHED_CHOMSKY.get(model, {}), **PUBLISHED_WORD.get(model, {})}
+               for model in {**PUBLISHED_CHOMSKY, **PUBLISHED_WORD}}, ("ood_mean",))
+       for name in ("arena_a", "arena_a_slice", "arena_a_slice_seeds")},
+    **{name: (PUBLISHED_WALKER, ("val_max", "heldout")) for name in ("arena_b", "arena_b_slice")},
+}
+
 
 def _lookup(tree: Dict[str, Any], dotted: str) -> Any:
   for key in dotted.split("."):
@@ -553,9 +564,12 @@ def pivot_markdown(rows: Sequence[Dict[str, Any]],
   return "\n".join(lines) + "\n"
 
 
-def write_summary(root: str, rows: Sequence[Dict[str, Any]]) -> Tuple[str, str]:
+def write_summary(root: str, rows: Sequence[Dict[str, Any]],
+                  sweep: Optional[str] = None) -> Tuple[str, str]:
   """Writes ``summary.csv``, ``summary.md`` (one row per run) and ``pivot.md`` (models x
-  tasks over seeds, :func:`pivot_markdown`) into ``root``; returns the first two paths."""
+  tasks over seeds, :func:`pivot_markdown`; for the sweeps of
+  :data:`PUBLISHED_BY_SWEEP`, one pivot per metric with the published numbers beside
+  ours) into ``root``; returns the first two paths."""
   os.makedirs(root, exist_ok=True)
   csv_path, md_path = os.path.join(root, "summary.csv"), os.path.join(root, "summary.md")
   with open(csv_path, "w", newline="") as f:
@@ -565,6 +579,10 @@ def write_summary(root: str, rows: Sequence[Dict[str, Any]]) -> Tuple[str, str]:
       writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in COLUMNS})
   with open(md_path, "w") as f:
     f.write(to_markdown(rows))
+  published, metrics = PUBLISHED_BY_SWEEP.get(sweep, (None, ("ood_mean",)))
   with open(os.path.join(root, "pivot.md"), "w") as f:
-    f.write(pivot_markdown(rows))
+    for i, metric in enumerate(metrics):
+      if len(metrics) > 1:
+        f.write(("\n" if i else "") + f"## {metric}\n\n")
+      f.write(pivot_markdown(rows, published if i == 0 else None, metric=metric))
   return csv_path, md_path

@@ -325,3 +325,30 @@ def test_arena_sweeps_name_registered_models_tasks_and_mixers():
   for run in b_slice:
     fields = [f for f, _ in run.overrides]
     assert len(fields) == len(set(fields)) and dict(run.overrides)["train.steps"] == 1000
+
+
+def test_arena_pivots_put_the_published_numbers_beside_ours(tmp_path):
+  def row(model, task, **extra):
+    return {"run": f"{task}-{model}-seed0", "task": task, "model": model, "seed": 0,
+            "hparams": extra.pop("hparams", ""), "ood_mean": 0.5, "ood_min": 0.25,
+            "in_dist": 1.0, "status": "ok", **extra}
+  rows = [row("sdssm", "parity"), row("sdssm", "even_pairs"), row("pdssm", "a5_k2"),
+          row("pdssm", "parity")]
+  sweeps.write_summary(str(tmp_path / "a"), rows, "arena_a")
+  md = (tmp_path / "a" / "pivot.md").read_text().splitlines()
+  assert md[0] == "| model | parity | even_pairs | a5_k2 |"
+  # The SD-SSM paper's 99.9% on every chomsky task; PD-SSM's word problem (A5, 2): 100%.
+  assert md[2] == ("| sdssm | 0.500 +- 0.000 / 0.250 (1.000) [1] \\| pub. 0.999 | "
+                   "0.500 +- 0.000 / 0.250 (1.000) [1] \\| pub. 0.999 |  |")
+  assert md[3] == ("| pdssm | 0.500 +- 0.000 / 0.250 (1.000) [1] |  | "
+                   "0.500 +- 0.000 / 0.250 (1.000) [1] \\| pub. 1.000 |")
+  walker = [row("stack", "parity", hparams=f"model_config.mixer={m}", val_max=0.9,
+                val_max_std=0.0, heldout=0.8, heldout_std=0.0) for m in ("lstm", "pdssm")]
+  sweeps.write_summary(str(tmp_path / "b"), walker, "arena_b")
+  text = (tmp_path / "b" / "pivot.md").read_text()
+  assert "## val_max" in text and "## heldout" in text
+  # The published walker figure is a maximum validation accuracy: beside val_max only.
+  val_max, heldout = text.split("## heldout")
+  assert "\\| pub. 100" in val_max and "pub." not in heldout
+  sweeps.write_summary(str(tmp_path / "c"), rows)  # any other sweep: no published column
+  assert "pub." not in (tmp_path / "c" / "pivot.md").read_text()

@@ -299,7 +299,7 @@ def _sweep(runs_: List[sweeps.Run], root: str) -> int:
       failed, stopped_by = launch(jobs, _PARALLEL.value)
 
   rows = sweeps.summarize(root, runs_)
-  _, md_path = sweeps.write_summary(root, rows)
+  _, md_path = sweeps.write_summary(root, rows, _SWEEP.value)
   _print(sweeps.to_markdown(rows))
   _print(f"summary: {md_path} (and summary.csv)")
   if failed:
