@@ -25,7 +25,8 @@ def _run(args, cwd, env=None, timeout=300):
 @pytest.mark.parametrize("name", experiment_configs.names())
 def test_every_named_config_loads_and_validates(name):
   get_config = launch.load_get_config(experiment_configs.path(name))
-  c = get_config("task=parity") if name in ("sdssm", "smoke") else get_config()
+  arg = {"sdssm": "task=parity", "smoke": "task=parity", "zoo_fast": "model=parity"}
+  c = get_config(arg[name]) if name in arg else get_config()
   configs.validate(c)
   assert experiment_configs.describe(name)
   doc = open(experiment_configs.path(name)).read().split('"""')[1]
@@ -50,6 +51,30 @@ def test_every_zoo_card_has_its_one_command_recipe(name):
   assert c.train.eval_every == card["training_config"]["train"]["eval_every"]
   doc = open(experiment_configs.path(recipe["config"])).read()
   assert f"OOD mean {100 * card['summary']['ood_mean']:.2f}%" in doc  # the expected result
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_zoo_fast_is_the_recipe_stopped_at_the_target(name):
+  recipe = launch.load_get_config(experiment_configs.path(f"zoo_{name}"))()
+  fast = launch.load_get_config(experiment_configs.path("zoo_fast"))(f"model={name}")
+  configs.validate(fast)
+  # The same parameter trajectory (only evaluation fields differ, and where it stops: a
+  # run's identity includes its stopping rule, which leaves the steps before it alone) ...
+  assert runs._differences(runs.identity_fields(recipe), runs.identity_fields(fast)) == [
+      ("train.early_stop_accuracy", 0.0, 0.999)]
+  assert fast.train.steps == recipe.train.steps
+  assert fast.train.eval_every == recipe.train.eval_every
+  # ... stopped at the first validation on the test's lengths at the paper's bar.
+  assert fast.train.early_stop_accuracy == 0.999
+  assert (fast.eval.best_metric, fast.eval.val_max_length) == ("val_ood_acc", 500)
+  assert fast.eval.val_seed == recipe.eval.val_seed != fast.eval.seed
+
+
+def test_zoo_fast_names_the_valid_models():
+  get_config = launch.load_get_config(experiment_configs.path("zoo_fast"))
+  for arg in ("", "model=a6", "model=a5,task=d4"):
+    with pytest.raises(ValueError, match="model=<zoo name>, one of: a5, c2xc4"):
+      get_config(arg)
 
 
 def test_unknown_named_config_lists_the_valid_ones():
