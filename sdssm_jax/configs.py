@@ -137,6 +137,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                    # val_max_length) only while every length so far is >= 99%.
                                    # The horizon is the same as without them; val_ood_acc is
                                    # then the mean over the lengths scored ((): all at once)
+  c.eval.rescale_states = False    # True: the periodic evaluations and the test score the
+                                   # model with rescaled states (model_config.rescale=True:
+                                   # exact, finite at any length) whatever it trains with;
+                                   # models with a model_config.rescale field only
   c.eval.val_seed = 7              # PRNG seed of the validation sample (never the test seed)
   c.eval.val_min_length = 0        # shortest validation length (0: train_length + 1)
   c.eval.val_num = 0               # 0: id_num_per_length sequences scored at every length
@@ -245,6 +249,13 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if c.eval.best_metric == "val_horizon" and c.eval.get("val_num", 0):
     raise ValueError("eval.best_metric='val_horizon' needs the per-length validation sample "
                      f"(eval.val_num=0), got eval.val_num={c.eval.val_num}.")
+  if c.eval.get("rescale_states") and "rescale" not in c.model_config:
+    raise ValueError(f"eval.rescale_states=True needs a model with model_config.rescale "
+                     f"(e.g. sdssm); model {c.model!r} has none.")
+  if c.eval.get("rescale_states") and c.model_config.get("scan") not in (None, "sequential"):
+    raise ValueError("eval.rescale_states=True scores with the sequential scan: it needs "
+                     "model_config.scan None or 'sequential', got "
+                     f"{c.model_config.scan!r}.")
   stops = c.eval.get("val_stop_lengths", ())
   if stops:
     if c.eval.best_metric != "val_horizon":

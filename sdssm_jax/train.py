@@ -580,8 +580,12 @@ def _train_and_evaluate(config, workdir: str, stored, signals) -> Dict[str, Any]
                               query_symbol) if ec.val_max_length and val_num else None)
   val_stops = [*ec.get("val_stop_lengths", ()), ec.val_max_length]
   val_cut = {hi: int(task.effective_length(np.asarray(hi))) for hi in val_stops}
-  counter = _correct_counter(model)
-  scores = jax.jit(lambda p, t: evaluation.prefix_scores(model, p, task, t, query_symbol))
+  # The model that scores (periodic evaluations and the test): the trained one, or with
+  # eval.rescale_states the same parameters with rescaled states (exact; states that
+  # outgrow float32, near length 450 for some trained SD-SSMs, stay finite).
+  scorer = model.clone(rescale=True) if ec.get("rescale_states") else model
+  counter = _correct_counter(scorer)
+  scores = jax.jit(lambda p, t: evaluation.prefix_scores(scorer, p, task, t, query_symbol))
 
   def periodic_eval(params) -> Dict[str, float]:
     """In-distribution accuracy/loss on lengths min..train_length (validation seed), and
@@ -599,7 +603,7 @@ def _train_and_evaluate(config, workdir: str, stored, signals) -> Dict[str, Any]
     out = dict(zip(("id_acc", "id_loss"), per_length(id_tokens, tc.min_length,
                                                       tc.train_length)[:2]))
     if val_sample is not None:
-      out["val_ood_acc"] = sample_accuracy(model, params, val_sample, ec.batch_size, counter)
+      out["val_ood_acc"] = sample_accuracy(scorer, params, val_sample, ec.batch_size, counter)
     elif val_tokens is not None:
       out["val_ood_acc"], out["val_horizon"] = staged_horizon(
           lambda hi: per_length(val_tokens[:, :val_cut[hi]], val_lo, hi)[::2], val_stops,
@@ -727,7 +731,7 @@ def _train_and_evaluate(config, workdir: str, stored, signals) -> Dict[str, Any]
   params = distributed.local_copy(params)
   t0 = time.time()
   result = evaluation.evaluate_range(
-      model, params, task, min_length=ec.min_length, max_length=ec.max_length,
+      scorer, params, task, min_length=ec.min_length, max_length=ec.max_length,
       num_per_length=ec.num_per_length, seed=ec.seed, query_symbol=query_symbol, mode=ec.mode,
       batch_size=ec.batch_size, train_length=tc.train_length)
   eval_time = time.time() - t0
@@ -741,7 +745,7 @@ def _train_and_evaluate(config, workdir: str, stored, signals) -> Dict[str, Any]
     test_sample = length_sample(task, ec.test_seed, test_num, val_lo, ec.val_max_length,
                                 query_symbol)
     extra["heldout_test"] = {
-        "accuracy": sample_accuracy(model, params, test_sample, ec.batch_size, counter),
+        "accuracy": sample_accuracy(scorer, params, test_sample, ec.batch_size, counter),
         "num": int(test_num), "min_length": int(val_lo), "max_length": int(ec.val_max_length),
         "seed": int(ec.test_seed), "checkpoint_step": ckpt_step}
   if threshold > 0:

@@ -163,3 +163,39 @@ def test_staged_horizon_of_a_zoo_model_is_that_of_every_length_at_once(name, sto
   assert (scored[-1] < top) == stops_early  # the case the parameter stands for
   if want > stops[-1]:
     assert mean == pytest.approx(full_mean, abs=1e-12)
+
+
+def test_rescale_states_scores_the_same_trajectory_with_rescaled_states(tmp_path):
+  # eval.rescale_states changes what scores, never what trains: the same losses, and the
+  # test figures are those of the trained parameters under the rescaled model.
+  from sdssm_jax import evaluation
+  logs, results = {}, {}
+  for name, flag in (("plain", False), ("rescaled", True)):
+    c = configs.get_smoke_config("task=parity")
+    c.model_config.rescale = False
+    c.eval.rescale_states = flag
+    c.eval.max_length = 40
+    results[name] = train.train_and_evaluate(c, str(tmp_path / name))
+    logs[name] = [r["loss"] for r in map(json.loads, (tmp_path / name / "metrics.jsonl")
+                                         .read_text().splitlines()) if "loss" in r]
+  assert logs["plain"] == logs["rescaled"] and logs["plain"]
+  model, task, query = train.make_model(c)
+  params, _ = train.load_params(str(tmp_path / "rescaled"), "best")
+  want = evaluation.evaluate_range(model.clone(rescale=True), params, task, min_length=1,
+                                   max_length=40, num_per_length=c.eval.num_per_length,
+                                   seed=c.eval.seed, query_symbol=query,
+                                   train_length=c.train.train_length)
+  assert results["rescaled"]["summary"] == want["summary"]
+
+
+@pytest.mark.parametrize("model,scan,match", [
+    ("lstm", None, "needs a model with model_config.rescale"),
+    ("sdssm", "associative", "needs model_config.scan None or 'sequential'")])
+def test_rescale_states_is_checked_before_anything_is_written(tmp_path, model, scan, match):
+  c = configs.get_smoke_config(f"task=parity,model={model}")
+  if scan:
+    c.model_config.scan = scan
+  c.eval.rescale_states = True
+  with pytest.raises(ValueError, match=match):
+    train.train_and_evaluate(c, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()

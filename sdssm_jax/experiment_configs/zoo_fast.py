@@ -1,4 +1,4 @@
-"""A zoo recipe stopped at the target: the first validation at >= 99.9% on lengths 41..500.
+"""A zoo recipe stopped at the target: the first validation at >= 99.95% on lengths 41..500.
 
   sdssm-train --config=zoo_fast:model=a5 --workdir=runs/fast_a5
   # every zoo model, timed (the issue's "time to target"):
@@ -8,8 +8,9 @@ The argument is ``model=<zoo name>``. The config is that zoo model's recipe
 (``zoo_<model>``) with only evaluation fields changed, so the parameters follow the SAME
 trajectory step for step; the run stops after the first periodic validation whose mean
 accuracy on lengths 41..500 (seed 7 + 1, 128 sequences per length, never the test seed)
-is >= 99.9% (``train.early_stop_accuracy``), and the test (lengths 1..500 x 512, seed
-2024) scores that checkpoint. The zoo recipes train on: they select for lengths far
+is >= 99.95% (``train.early_stop_accuracy``; the target, 99.9% on the test, plus a margin
+for the smaller sample), and the test (lengths 1..500 x 512, seed 2024) scores that
+checkpoint. Both score with rescaled states (``eval.rescale_states``), as the zoo does. The zoo recipes train on: they select for lengths far
 beyond 500 (issue 15). A run that never reaches the target trains the recipe's steps and
 keeps its best validation checkpoint.
 
@@ -19,7 +20,11 @@ Expected (2026-12-06, 2-core CPU, two runs at a time): every zoo model at >= 99.
 
 from sdssm_jax import zoo
 
-TARGET = 0.999  # the paper's bar: mean accuracy over lengths 41..500
+TARGET = 0.999  # the paper's bar: mean accuracy over lengths 41..500 (the test's)
+# The validation mean that stops the run: above the bar, as the validation sample (128
+# strings per length) is not the test sample (512): at 0.999 itself, d4 stopped at step
+# 5,500 with its test at 99.898% (docs/recipes.md, "Time to target").
+STOP_AT = 0.9995
 
 
 def get_config(arg=None):
@@ -33,5 +38,7 @@ def get_config(arg=None):
   c.eval.best_metric = "val_ood_acc"      # the mean over the validation lengths
   c.eval.val_max_length = c.eval.max_length  # validation lengths 41..500, as the test's
   c.eval.val_stop_lengths = ()            # (horizon stops: not for a mean)
-  c.train.early_stop_accuracy = TARGET    # stop at the first validation at the target
+  c.eval.rescale_states = True            # score as the zoo does (some recipes train
+                                          # without: states overflow near 450 there)
+  c.train.early_stop_accuracy = STOP_AT   # stop at the first validation above the target
   return c
