@@ -16,6 +16,11 @@ energy):
   of their transitions on the span: a large gap means long products collapse onto one
   direction, erasing the automaton's state.
 
+``--previous ROOT`` adds the entries of an earlier zoo (a checkpoints directory, e.g.
+from git: ``git archive d6780cc sdssm_jax/zoo/checkpoints | tar -x -C /tmp/prev``) whose
+weights differ from the shipped ones, as ``<name> (previous)``: the same task and
+architecture with a shorter reach, so the two rows say what changed in the transitions.
+
 Writes ``<out>.json``, ``<out>_table.md`` (the table) and ``<out>.png`` (accuracy vs length).
 """
 
@@ -81,19 +86,25 @@ def _spectra(model, params, task, rank_energy=0.9999, seed=3):
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default="docs/long_lengths")
+  parser.add_argument("--previous", default="", help="an earlier zoo's checkpoints directory")
   args = parser.parse_args()
   rows, curves = {}, {}
-  for name in zoo.names():
-    model, params, card = zoo.load(name)
+  entries = [(name, None, name) for name in zoo.names()]
+  if args.previous:
+    entries += [(f"{name} (previous)", args.previous, name) for name in zoo.names(args.previous)
+                if name in zoo.names()
+                and zoo.card(name, args.previous)["sha256"] != zoo.card(name)["sha256"]]
+  for label, root, name in sorted(entries, key=lambda e: (e[2], e[1] is not None)):
+    model, params, card = zoo.load(name, root)
     _, task, query = zoo.build_model(card)
     lengths, acc = _curve(model, params, task, query)
     below = lengths[acc < 0.99]
-    rows[name] = {"first_below_99": int(below[0]) if len(below) else None,
+    rows[label] = {"first_below_99": int(below[0]) if len(below) else None,
                   **{str(L): float(acc[np.searchsorted(lengths, L)]) if L <= lengths[-1]
                      else float(acc[-1]) for L in (500, 1000, 2000, 5000, 10000)},
                   **_spectra(model, params, task)}
-    curves[name] = (lengths, acc)
-    print(name, rows[name], flush=True)
+    curves[label] = (lengths, acc)
+    print(label, rows[label], flush=True)
   with open(args.out + ".json", "w") as f:
     json.dump(rows, f, indent=1)
   lines = ["| model | 500 | 1,000 | 2,000 | 5,000 | 10,000 | first < 99% | span rank | "
@@ -109,8 +120,12 @@ def main() -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(8, 4.5))
-  for name, (lengths, acc) in curves.items():
-    ax.plot(lengths, acc, label=name, lw=1)
+  colors = {}
+  for label, (lengths, acc) in curves.items():
+    name = label.split(" ")[0]
+    color = colors.setdefault(name, f"C{len(colors)}")
+    ax.plot(lengths, acc, label=label, lw=1, color=color,
+            ls="--" if label.endswith("(previous)") else "-")
   ax.set_xscale("log")
   ax.axhline(0.99, color="gray", lw=0.5, ls="--")
   ax.axvline(40, color="gray", lw=0.5)
