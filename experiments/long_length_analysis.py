@@ -80,7 +80,40 @@ def _spectra(model, params, task, rank_energy=0.9999, seed=3):
     sv = np.linalg.svd(p, compute_uv=False)
     gaps.append(np.log(sv[0] / max(sv[1], 1e-300)) if len(sv) > 1 else np.inf)
   return {"rank": rank, "sv_ratio": float(np.mean(ratios)), "leak": float(np.mean(leaks)),
-          "word_gap": float(np.mean(gaps))}
+          "word_gap": float(np.mean(gaps)), **_lyapunov(model, params, task, table)}
+
+
+def _lyapunov(model, params, task, table, num=32, length=2000, skip=100, k=4, seed=5):
+  """The top ``k`` Lyapunov exponents (per step) of the model's normalised state dynamics
+  y -> (Â_v y + b_v / s) / ||.|| along random strings (float64): how fast a small error in
+  the direction of the state (its scale does not matter: LayerNorm) grows (> 0) or dies
+  out (< 0) on the states the model visits. Perturbations are carried by the tangent map
+  J = (I - y' y'ᵀ) Â_v / ||Â_v y + b_v / s|| and re-orthonormalised every step; the
+  exponents average log |diag R| over steps ``skip..length`` and over ``num`` strings."""
+  b = np.asarray(params["B"], np.float64)[:task.vocab_size]      # [V, N]
+  toks = np.asarray(task.sample(jax.random.PRNGKey(seed), num, length)["tokens"])
+  n = table.shape[-1]
+  rng = np.random.default_rng(seed)
+  y = np.zeros((num, n))
+  log_s = np.full(num, -np.inf)                                  # log ||x||, x_0 = 0
+  q = np.linalg.qr(rng.standard_normal((num, n, k)))[0]          # [num, N, k]
+  sums = np.zeros((num, k))
+  for t in range(toks.shape[1]):
+    a, bv = table[toks[:, t]], b[toks[:, t]]                     # [num, N, N], [num, N]
+    inv_s = np.where(np.isfinite(log_s), np.exp(-np.where(np.isfinite(log_s), log_s, 0.0)),
+                     1.0)                                        # x_1 = b_v (y = 0)
+    x = np.einsum("bij,bj->bi", a, y) + bv * inv_s[:, None]
+    norm = np.linalg.norm(x, axis=-1)
+    y_new = x / norm[:, None]
+    if np.isfinite(log_s).all():
+      d = np.einsum("bij,bjk->bik", a, q) / norm[:, None, None]
+      d -= y_new[:, :, None] * np.einsum("bi,bik->bk", y_new, d)[:, None, :]
+      q, r = np.linalg.qr(d)
+      if t >= skip:
+        sums += np.log(np.abs(np.diagonal(r, axis1=1, axis2=2)) + 1e-300)
+    y, log_s = y_new, np.where(np.isfinite(log_s), log_s + np.log(norm), np.log(norm))
+  lyap = np.sort(sums.mean(0) / (toks.shape[1] - skip))[::-1]
+  return {"lyapunov": [float(v) for v in lyap]}
 
 
 def main() -> None:
@@ -108,12 +141,13 @@ def main() -> None:
   with open(args.out + ".json", "w") as f:
     json.dump(rows, f, indent=1)
   lines = ["| model | 500 | 1,000 | 2,000 | 5,000 | 10,000 | first < 99% | span rank | "
-           "σ2/σ1 on span | leak | log σ1/σ2 of 64-step words |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "σ2/σ1 on span | leak | log σ1/σ2 of 64-step words | λ1, λ2 per 1,000 steps |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for name, r in rows.items():
     cells = " | ".join(f"{100 * r[str(L)]:.1f}%" for L in (500, 1000, 2000, 5000, 10000))
     lines.append(f"| `{name}` | {cells} | {r['first_below_99'] or 'none'} | {r['rank']} | "
-                 f"{r['sv_ratio']:.3f} | {r['leak']:.2e} | {r['word_gap']:.2f} |")
+                 f"{r['sv_ratio']:.3f} | {r['leak']:.2e} | {r['word_gap']:.2f} | "
+                 f"{1000 * r['lyapunov'][0]:.2f}, {1000 * r['lyapunov'][1]:.2f} |")
   with open(args.out + "_table.md", "w") as f:
     f.write("\n".join(lines) + "\n")
   import matplotlib
