@@ -52,7 +52,7 @@ def _curve(model, params, task, query, num=256, seed=zoo.LONG_SEED, chunk=64):
   return lengths, correct[lengths - 1] / valid[lengths - 1]
 
 
-def _spectra(model, params, task, rank_energy=0.9999, seed=3):
+def _spectra(model, params, task, query=None, rank_energy=0.9999, seed=3):
   table = np.asarray(model.apply({"params": params}, method="symbol_transitions"),
                      np.float64)[:task.vocab_size]
   toks = task.sample(jax.random.PRNGKey(seed), 64, 500)["tokens"]
@@ -80,7 +80,59 @@ def _spectra(model, params, task, rank_energy=0.9999, seed=3):
     sv = np.linalg.svd(p, compute_uv=False)
     gaps.append(np.log(sv[0] / max(sv[1], 1e-300)) if len(sv) > 1 else np.inf)
   return {"rank": rank, "sv_ratio": float(np.mean(ratios)), "leak": float(np.mean(leaks)),
-          "word_gap": float(np.mean(gaps)), **_lyapunov(model, params, task, table)}
+          "word_gap": float(np.mean(gaps)), **_lyapunov(model, params, task, table),
+          **_relation_error(model, params, task, query)}
+
+
+def _relation_error(model, params, task, query=None, num=64, prefix=200, repeats=(1, 10),
+                    seed=6):
+  """How far one relation word moves the state: for every symbol v that permutes the
+  reachable automaton states, with order k (v^k is the identity of the automaton), the
+  distance between the model's LayerNorm-normalised state after a random prefix u and
+  after u v^(k m), over the mean distance between the states of prefixes in different
+  automaton states (1: as far as a wrong state). An exact emulation gives 0 at every m;
+  a systematic error per step grows with m. With a ``query`` token, the states compared
+  are those after it (what the readout sees). ``None`` if no symbol is a permutation (e.g.
+  modular_arithmetic, whose symbols are not invertible)."""
+  from sdssm_jax import automata
+  try:
+    dfa = automata.DFA.from_task(task)
+  except (TypeError, ValueError, AttributeError):
+    return {"relation_error": None}
+  keep = dfa.reachable_states()
+  table = np.asarray(dfa.transitions)
+  orders = {}
+  for v in range(task.vocab_size):
+    perm = table[keep, v]
+    if sorted(perm.tolist()) != keep.tolist():
+      continue
+    cur, k = perm.copy(), 1
+    while not np.array_equal(cur, keep) and k <= len(keep):
+      cur, k = table[cur, v], k + 1
+    if np.array_equal(cur, keep):
+      orders[v] = k
+  if not orders:
+    return {"relation_error": None}
+
+  def normed(tokens):
+    x = model.apply({"params": params}, jnp.asarray(tokens), method="states")
+    if query is not None:
+      x = model.apply({"params": params}, x, query, method="step")
+    x = np.asarray(x[0] if isinstance(x, tuple) else x, np.float64)[:, -1]
+    x = x - x.mean(-1, keepdims=True)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+  u = np.asarray(task.sample(jax.random.PRNGKey(seed), num, prefix)["tokens"])
+  base = normed(u)
+  q = np.array([dfa.run(row.tolist()) for row in u])
+  diff = q[:, None] != q[None, :]
+  scale = np.linalg.norm(base[:, None] - base[None, :], axis=-1)[diff].mean()
+  out = {}
+  for m in repeats:
+    errs = [np.linalg.norm(normed(np.concatenate([u, np.full((num, k * m), v)], 1)) - base,
+                           axis=-1).mean() / scale for v, k in orders.items()]
+    out[str(m)] = float(max(errs))
+  return {"relation_error": out}
 
 
 def _lyapunov(model, params, task, table, num=32, length=2000, skip=100, k=4, seed=5):
@@ -135,19 +187,22 @@ def main() -> None:
     rows[label] = {"first_below_99": int(below[0]) if len(below) else None,
                   **{str(L): float(acc[np.searchsorted(lengths, L)]) if L <= lengths[-1]
                      else float(acc[-1]) for L in (500, 1000, 2000, 5000, 10000)},
-                  **_spectra(model, params, task)}
+                  **_spectra(model, params, task, query)}
     curves[label] = (lengths, acc)
     print(label, rows[label], flush=True)
   with open(args.out + ".json", "w") as f:
     json.dump(rows, f, indent=1)
   lines = ["| model | 500 | 1,000 | 2,000 | 5,000 | 10,000 | first < 99% | span rank | "
-           "σ2/σ1 on span | leak | log σ1/σ2 of 64-step words | λ1, λ2 per 1,000 steps |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "σ2/σ1 on span | leak | log σ1/σ2 of 64-step words | λ1, λ2 per 1,000 steps | "
+           "relation error, 1 and 10 relations |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for name, r in rows.items():
     cells = " | ".join(f"{100 * r[str(L)]:.1f}%" for L in (500, 1000, 2000, 5000, 10000))
     lines.append(f"| `{name}` | {cells} | {r['first_below_99'] or 'none'} | {r['rank']} | "
                  f"{r['sv_ratio']:.3f} | {r['leak']:.2e} | {r['word_gap']:.2f} | "
-                 f"{1000 * r['lyapunov'][0]:.2f}, {1000 * r['lyapunov'][1]:.2f} |")
+                 f"{1000 * r['lyapunov'][0]:.2f}, {1000 * r['lyapunov'][1]:.2f} | "
+                 + (f"{r['relation_error']['1']:.3f}, {r['relation_error']['10']:.3f} |"
+                    if r["relation_error"] else "- |"))
   with open(args.out + "_table.md", "w") as f:
     f.write("\n".join(lines) + "\n")
   import matplotlib

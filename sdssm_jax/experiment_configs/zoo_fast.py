@@ -14,8 +14,11 @@ checkpoint. Both score with rescaled states (``eval.rescale_states``), as the zo
 beyond 500 (issue 15). A run that never reaches the target trains the recipe's steps and
 keeps its best validation checkpoint.
 
-Expected (2026-12-06, 2-core CPU, two runs at a time): every zoo model at >= 99.9% on
-41..500 on its test sample; the times are in docs/recipes.md ("Time to target").
+Expected (measured 2026-12-06 on the project's 2-core CPU, two runs at a time): every zoo
+model at >= 99.9% on 41..500 on its test sample, stopping at step (train time)
+modular_arithmetic 54,500 (518 s), cycle_navigation 57,000 (448 s), a5 12,500 (58 s), d4
+6,000 (30 s), c2xc4 2,000 (11 s), parity 3,000 (20 s), even_pairs 1,500 (13 s): 18.3 min
+for the seven (docs/recipes.md, "Time to target").
 """
 
 from sdssm_jax import zoo
