@@ -60,17 +60,11 @@ def fast_row(name: str, workdir: str, card: Dict[str, Any]) -> Dict[str, Any]:
   """The table row of one finished ``zoo_fast`` run: its training time, the step it
   stopped at and its selected checkpoint scored on the card's test protocol (lengths
   1..500 x 512, seed 2024) with the card's model (rescaled states)."""
-  from sdssm_jax import evaluation, train
+  from sdssm_jax import train
   with open(os.path.join(workdir, "results.json")) as f:
     res = json.load(f)
   params, step = train.load_params(workdir, "best")
-  model, task, query = zoo.build_model(card)
-  proto = card["evaluation"]
-  result = evaluation.evaluate_range(
-      model, params, task, min_length=proto["min_length"], max_length=proto["max_length"],
-      num_per_length=proto["num_per_length"], seed=proto["seed"], query_symbol=query,
-      train_length=card["train_length"])
-  s = result["summary"]
+  s = zoo.evaluate_params(card, params)["summary"]
   return {"name": name, "train_s": float(res["train_wall_time_s"]),
           "ood_mean": float(s["ood_mean"]), "ood_min": float(s["ood_min"]), "step": int(step),
           "card_step": int(card["checkpoint_step"]), "same_weights": None,

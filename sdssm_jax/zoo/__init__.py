@@ -22,7 +22,7 @@ from flax import serialization
 
 from sdssm_jax import evaluation, models, tasks
 
-__all__ = ["names", "load", "card", "evaluate", "verify", "export", "markdown_table", "plot",
+__all__ = ["names", "load", "card", "evaluate", "evaluate_params", "verify", "export", "markdown_table", "plot",
            "long_lengths", "ROOT", "VERIFY_TOLERANCE", "LONG_LENGTHS", "LONG_TOLERANCE"]
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
@@ -145,16 +145,23 @@ def load(name: str, root: Optional[str] = None) -> Tuple[Any, Any, Dict[str, Any
   return model, params, c
 
 
-def evaluate(name: str, root: Optional[str] = None, *, min_length: Optional[int] = None,
-             max_length: Optional[int] = None) -> Dict[str, Any]:
-  """Re-evaluates an entry on its card's test protocol (one forward pass)."""
-  model, params, c = load(name, root)
-  _, task, query = build_model(c)
+def evaluate_params(c: Dict[str, Any], params, *, min_length: Optional[int] = None,
+                    max_length: Optional[int] = None) -> Dict[str, Any]:
+  """``params`` evaluated on the test protocol of the card ``c`` with its model (rescaled
+  states): what the card's ``summary`` holds for its own weights (one forward pass)."""
+  model, task, query = build_model(c)
   proto = c["evaluation"]
   return evaluation.evaluate_range(
       model, params, task, min_length=min_length or proto["min_length"],
       max_length=max_length or proto["max_length"], num_per_length=proto["num_per_length"],
       seed=proto["seed"], query_symbol=query, train_length=c["train_length"])
+
+
+def evaluate(name: str, root: Optional[str] = None, *, min_length: Optional[int] = None,
+             max_length: Optional[int] = None) -> Dict[str, Any]:
+  """Re-evaluates an entry on its card's test protocol (one forward pass)."""
+  _, params, c = load(name, root)
+  return evaluate_params(c, params, min_length=min_length, max_length=max_length)
 
 
 def verify(root: Optional[str] = None, verbose: bool = True, long: bool = True) -> bool:
@@ -243,11 +250,7 @@ def export(workdir: str, name: str, root: Optional[str] = None, which: str = "be
   c["query_symbol"] = query
   # The card's figures are those of the shipped model (rescaled states), on the run's
   # test protocol; `zoo verify` reproduces them.
-  ev = c["evaluation"]
-  c["summary"] = evaluation.evaluate_range(
-      model, params, task, min_length=ev["min_length"], max_length=ev["max_length"],
-      num_per_length=ev["num_per_length"], seed=ev["seed"], query_symbol=query,
-      train_length=c["train_length"])["summary"]
+  c["summary"] = evaluate_params(c, params)["summary"]
   toks = task.sample(jax.random.PRNGKey(cfg["eval"]["seed"] + 10_000), 64, long_length)["tokens"]
   logits = jax.jit(lambda p, t: evaluation.prefix_logits(model, p, t, query)[:, -1])(params, toks)
   label = task.labels_at_every_prefix(toks)[:, -1]
