@@ -298,7 +298,10 @@ def test_arena_sweeps_name_registered_models_tasks_and_mixers():
   from sdssm_jax import models, tasks
   from sdssm_jax.models import mixers
   a = sweeps.get("arena_a")
-  assert len(a) == len(sweeps.ARENA_A_TASKS) * (len(sweeps.ARENA_A_MODELS) + 4)
+  assert len(a) == len(sweeps.ARENA_A_TASKS) * (len(sweeps.ARENA_A_MODELS)
+                                               + 2 * len(sweeps.ARENA_A_SEEDED_MODELS))
+  assert {"sdssm", "pdssm"} <= set(sweeps.ARENA_A_SEEDED_MODELS) <= set(sweeps.ARENA_A_MODELS)
+  assert len({r.name for r in a}) == len(a)
   assert {r.model for r in a} == set(sweeps.ARENA_A_MODELS) <= set(models.names())
   for task in sweeps.ARENA_A_TASKS:
     tasks.get(task)
