@@ -53,7 +53,7 @@ def describe(name: str) -> str:
 
 def zoo_recipe(name: str, task: str, arg, **fields):
   """The config of a zoo recipe: the task's official settings with ``fields``
-  (``"section.field"`` written ``section__field``) set; recipes take no argument, and
+  (``"section.field"`` written ``section__field``, a top-level field by its name) set; recipes take no argument, and
   train with per-sequence lengths, as most zoo runs did, unless ``train__length_sampling``
   says otherwise."""
   if arg:
@@ -63,6 +63,9 @@ def zoo_recipe(name: str, task: str, arg, **fields):
   c = get_config(f"task={task}")
   c.train.length_sampling = "per_sequence"  # how most zoo runs drew their training lengths
   for key, value in fields.items():
-    section, field = key.split("__")
-    c[section][field] = value
+    if "__" in key:
+      section, field = key.split("__")
+      c[section][field] = value
+    else:  # a top-level field, e.g. seed
+      c[key] = value
   return c

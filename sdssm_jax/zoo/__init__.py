@@ -22,8 +22,8 @@ from flax import serialization
 
 from sdssm_jax import evaluation, models, tasks
 
-__all__ = ["names", "load", "card", "evaluate", "evaluate_params", "verify", "export", "markdown_table", "plot",
-           "long_lengths", "ROOT", "VERIFY_TOLERANCE", "LONG_LENGTHS", "LONG_TOLERANCE"]
+__all__ = ["names", "load", "card", "evaluate", "evaluate_params", "verify", "export",
+           "markdown_table", "plot", "long_lengths", "ROOT", "VERIFY_TOLERANCE", "LONG_LENGTHS", "LONG_TOLERANCE"]
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
 # Allowed shortfall of a re-evaluated OOD mean against its card: a few flipped predictions
