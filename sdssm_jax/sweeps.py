@@ -310,12 +310,14 @@ def _arena_b() -> List[Run]:
 
 
 # The slice of Table B run on this project's 2 CPU cores (docs/arena.md): the four tasks,
-# the six mixers whose walker step takes <= 0.6 s on 2 cores (batch 256, width 128; Mamba,
-# DeltaNet and Gated DeltaProduct take 1.3-2.3 s), 1,000 steps, validation every 500.
-# Mixer-major, the papers' best rows first, so a sweep stopped early has the cells that
-# matter most (parity ran first, on 2026-12-05).
+# every mixer of the PD-SSM paper's table that we have plus SD-SSM, 1,000 steps, validation
+# every 500. Mixer-major, the papers' best rows first, so a sweep stopped early has the
+# cells that matter most (parity ran first, on 2026-12-05). The last three joined on
+# 2026-12-06, once their walker step came down from 1.3-2.3 s to 0.8-1.6 s (the chunked
+# delta rule, the fused Mamba scan).
 ARENA_B_SLICE_TASKS = WALKER_TASKS
-ARENA_B_SLICE_MIXERS = ("pdssm", "sdssm", "lstm", "bd_lncde", "diag_complex", "attention")
+ARENA_B_SLICE_MIXERS = ("pdssm", "sdssm", "lstm", "bd_lncde", "diag_complex", "attention",
+                        "deltaproduct", "deltanet", "mamba")
 ARENA_B_SLICE_BUDGET = (("train.steps", 1000), ("train.eval_every", 500),
                         ("train.checkpoint_every", 500))
 

@@ -195,6 +195,7 @@ MIXER_CASES = [
     ("pdssm", {"scan": "associative"}),
     ("diag_complex", {"scan": "chunked", "chunk_size": 3}),
     ("mamba", {"scan": "associative"}),
+    ("mamba", {"scan": "sequential"}),                          # the fused mamba_outputs
     ("lstm", {}),
 ]
 

@@ -150,6 +150,21 @@ def test_dry_run_commands(tmp_path):
   assert not os.listdir(tmp_path)
 
 
+def test_only_launches_the_matching_runs(tmp_path):
+  proc, _ = _sweep("--sweep=table1", f"--root={tmp_path}", "--dry_run",
+                   "--only=^parity-", "--only=^a5-")
+  assert proc.returncode == 0, proc.stderr
+  lines = [l for l in proc.stdout.splitlines() if "sdssm_jax.cli.train" in l]
+  workdirs = sorted(re.search(r"--workdir=\S+/([^/ ]+)", l).group(1) for l in lines)
+  assert workdirs == ["a5-sdssm-seed0", "parity-sdssm-seed0"]
+  # No match, or a malformed pattern: a usage error naming the sweep's runs, nothing run.
+  for bad, says in (("--only=^nosuchtask-", "matches none of the sweep's 7 runs"),
+                    ("--only=(", "is not a regular expression")):
+    proc, _ = _sweep("--sweep=table1", f"--root={tmp_path}", bad)
+    assert proc.returncode != 0 and says in proc.stderr + proc.stdout
+  assert not os.listdir(tmp_path)
+
+
 @pytest.fixture(scope="module")
 def smoke_sweep(tmp_path_factory):
   root = str(tmp_path_factory.mktemp("sweep"))

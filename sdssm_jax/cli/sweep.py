@@ -11,11 +11,13 @@ is skipped, so re-running the same command resumes an interrupted sweep (and a l
 applies to every run, after the run's own overrides. A failed run does not stop the
 others; the sweep exits non-zero at the end if any failed. ``summary.md`` and
 ``summary.csv`` (one row per run) are written into ``root`` at the end, or alone with
-``--summarize_only``. ``--dry_run`` prints the commands without running them.
+``--summarize_only``. ``--dry_run`` prints the commands without running them, and
+``--only=REGEX`` (repeatable) launches only the runs whose name matches.
 """
 
 import importlib.util
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -27,7 +29,7 @@ from absl import app, flags
 
 from sdssm_jax import launch as launch_lib, runs, sweeps
 
-__all__ = ["main", "run", "command", "launch", "resolve_config", "parse_sets",
+__all__ = ["main", "run", "command", "launch", "resolve_config", "parse_sets", "select",
            "expected_fields", "merged_overrides"]
 
 _SWEEP = flags.DEFINE_string("sweep", None, f"Sweep name, one of: {', '.join(sweeps.names())}.")
@@ -41,6 +43,10 @@ _CONFIG = flags.DEFINE_string(
 _SET = flags.DEFINE_multi_string(
     "set", [], "field=value config override for every run, e.g. --set train.steps=2000 "
     "(repeatable).")
+_ONLY = flags.DEFINE_multi_string(
+    "only", [], "Launch only the runs whose name matches this regular expression "
+    "(re.search; repeatable: any of them), e.g. --only='^parity-' --only=stack_mamba. The "
+    "summary still covers every run of the sweep.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the commands, run nothing.")
 _SUMMARIZE_ONLY = flags.DEFINE_bool("summarize_only", False,
                                     "Only write and print the summary of root.")
@@ -137,6 +143,28 @@ def _log_tail(path: str, n: int = _LOG_TAIL) -> str:
 def _remove(path: str) -> None:
   if os.path.exists(path):
     os.remove(path)
+
+
+def select(runs_: Sequence[sweeps.Run], patterns: Sequence[str]) -> List[sweeps.Run]:
+  """The runs whose name matches any of ``patterns`` (``re.search``; all when empty).
+
+  Raises:
+    app.UsageError: a pattern is not a valid regular expression, or no run matches.
+  """
+  if not patterns:
+    return list(runs_)
+  compiled = []
+  for pattern in patterns:
+    try:
+      compiled.append(re.compile(pattern))
+    except re.error as e:
+      raise app.UsageError(f"--only={pattern!r} is not a regular expression: {e}") from e
+  chosen = [run for run in runs_ if any(c.search(run.name) for c in compiled)]
+  if not chosen:
+    names = ", ".join(run.name for run in runs_[:4])
+    raise app.UsageError(f"--only={list(patterns)} matches none of the sweep's "
+                         f"{len(runs_)} runs (e.g. {names}).")
+  return chosen
 
 
 def _print(*args):
@@ -253,9 +281,10 @@ def main(argv):
     runs_ = sweeps.get(_SWEEP.value)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
+  chosen = select(runs_, _ONLY.value)  # a usage error before anything is written
   root = os.path.abspath(_ROOT.value)
   if _SUMMARIZE_ONLY.value or _DRY_RUN.value:  # they write no run: no lock needed
-    return _sweep(runs_, root)
+    return _sweep(runs_, root, chosen)
   os.makedirs(root, exist_ok=True)
   try:  # one launcher per sweep root (each run also locks its own workdir)
     root_lock = runs.WorkdirLock(root, what="sweep root").acquire()
@@ -263,20 +292,21 @@ def main(argv):
     _print(f"error: {e}")
     return runs.EXIT_BUSY
   try:
-    return _sweep(runs_, root)
+    return _sweep(runs_, root, chosen)
   finally:
     root_lock.release()
 
 
-def _sweep(runs_: List[sweeps.Run], root: str) -> int:
-  """Launches (unless --summarize_only) and summarises; returns the exit code."""
+def _sweep(runs_: List[sweeps.Run], root: str, chosen: List[sweeps.Run]) -> int:
+  """Launches ``chosen`` (unless --summarize_only), summarises all of ``runs_``; returns
+  the exit code."""
   failed, stopped_by = [], None
   if not _SUMMARIZE_ONLY.value:
     config_path = resolve_config(_CONFIG.value)
     sets = parse_sets(_SET.value)
     get_config = load_config_fn(config_path)
     jobs = []
-    for run in runs_:
+    for run in chosen:
       workdir = os.path.join(root, run.name)
       expected = expected_fields(run, get_config, merged_overrides(run, sets))
       if sweeps.is_finished(workdir, expected):

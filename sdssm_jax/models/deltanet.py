@@ -390,8 +390,13 @@ class DeltaNetMixer(nn.Module):
     return self._out(o)
 
 
+# The mixers' default form is the chunked one on every platform: a stack's state is wide
+# (H = 4 heads of 32 x 32 at width 128), where the sequential scan's per-token states
+# dominate. Measured on 2 CPU cores, a walker train step (batch 256, lengths <= 40) of the
+# 2-block stack: deltanet 1.24 s sequential, 0.79 s chunked. (The one-layer token models,
+# H = 2 heads of 16 x 16, keep ``method=None``: sequential is the faster one there.)
 _MIXER_FIELDS = dict(num_heads=4, head_dim=None, n_h=1, beta_range="01", gated=False,
-                     chunk_size=64, method=None)
+                     chunk_size=64, method="chunked")
 register_mixer("deltanet", DeltaNetMixer, _MIXER_FIELDS)
 register_mixer("deltaproduct", DeltaNetMixer,
                dict(_MIXER_FIELDS, n_h=2, beta_range="pm1", gated=True))
