@@ -165,6 +165,37 @@ def test_only_launches_the_matching_runs(tmp_path):
   assert not os.listdir(tmp_path)
 
 
+def test_cpu_slots_split_the_cpus_into_disjoint_shares():
+  from sdssm_jax.cli import sweep as sweep_cli
+  assert sweep_cli.cpu_slots([3, 0, 1, 2], 2) == [(0, 1), (2, 3)]
+  assert sweep_cli.cpu_slots(range(5), 2) == [(0, 1, 2), (3, 4)]
+  assert sweep_cli.cpu_slots(range(4), 4) == [(0,), (1,), (2,), (3,)]
+  assert sweep_cli.cpu_slots(range(2), 1) is None      # one run at a time: not pinned
+  assert sweep_cli.cpu_slots(range(2), 3) is None      # fewer CPUs than runs: not pinned
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="Linux CPU affinity")
+def test_launch_pins_each_running_job_to_its_own_slot(tmp_path):
+  from sdssm_jax.cli import sweep as sweep_cli
+  cpus = sorted(os.sched_getaffinity(0))
+  slots = [(cpus[0],), (cpus[-1],)]   # the same CPU twice on a 1-CPU machine: still pinned
+  code = "import os, time; print('cpus', sorted(os.sched_getaffinity(0))); time.sleep(0.3)"
+  jobs = [(sweeps.Run(f"job{i}", "task=parity"), [sys.executable, "-c", code],
+           str(tmp_path / f"job{i}"), []) for i in range(3)]
+  failed, stopped = sweep_cli.launch(jobs, 2, slots=slots)
+  # The jobs print but write no results.json: "failed" here, which is not what is tested.
+  assert stopped is None and sorted(failed) == ["job0", "job1", "job2"]
+  seen = []
+  for i in range(3):
+    with open(tmp_path / f"job{i}" / "log.txt") as f:
+      line = [l for l in f if l.startswith("cpus")][0]
+    seen.append(tuple(json.loads(line.split(" ", 1)[1])))
+  assert seen[:2] == [slots[0], slots[1]]        # the first two ran side by side
+  assert seen[2] in slots                        # the third took the slot freed first
+  with pytest.raises(ValueError, match="2 runs at a time"):
+    sweep_cli.launch(jobs, 2, slots=slots[:1])
+
+
 @pytest.fixture(scope="module")
 def smoke_sweep(tmp_path_factory):
   root = str(tmp_path_factory.mktemp("sweep"))
@@ -248,7 +279,7 @@ def test_sigterm_to_the_launcher_stops_every_run_with_a_checkpoint(tmp_path):
     time.sleep(0.05)
   assert all(os.path.getsize(m) for m in metrics), open(tmp_path / "sweep.log").read()
   log = open(tmp_path / "sweep.log").read()
-  pids = [int(p) for p in re.findall(r"start \S+ \(pid (\d+)\)", log)]
+  pids = [int(p) for p in re.findall(r"start \S+ \(pid (\d+)[,)]", log)]
   assert len(pids) == 2
   launcher.send_signal(signal.SIGTERM)
   assert launcher.wait(timeout=180) == 128 + signal.SIGTERM

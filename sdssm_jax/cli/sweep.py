@@ -12,7 +12,9 @@ applies to every run, after the run's own overrides. A failed run does not stop 
 others; the sweep exits non-zero at the end if any failed. ``summary.md`` and
 ``summary.csv`` (one row per run) are written into ``root`` at the end, or alone with
 ``--summarize_only``. ``--dry_run`` prints the commands without running them, and
-``--only=REGEX`` (repeatable) launches only the runs whose name matches.
+``--only=REGEX`` (repeatable) launches only the runs whose name matches. With
+``--parallel=P > 1`` each run at a time is pinned to its own 1/P of the CPUs
+(``--nopin_cpus`` to let them share all).
 """
 
 import importlib.util
@@ -30,7 +32,7 @@ from absl import app, flags
 from sdssm_jax import launch as launch_lib, runs, sweeps
 
 __all__ = ["main", "run", "command", "launch", "resolve_config", "parse_sets", "select",
-           "expected_fields", "merged_overrides"]
+           "cpu_slots", "expected_fields", "merged_overrides"]
 
 _SWEEP = flags.DEFINE_string("sweep", None, f"Sweep name, one of: {', '.join(sweeps.names())}.")
 _ROOT = flags.DEFINE_string("root", None, "Directory holding one sub-directory per run.")
@@ -47,6 +49,10 @@ _ONLY = flags.DEFINE_multi_string(
     "only", [], "Launch only the runs whose name matches this regular expression "
     "(re.search; repeatable: any of them), e.g. --only='^parity-' --only=stack_mamba. The "
     "summary still covers every run of the sweep.")
+_PIN_CPUS = flags.DEFINE_bool(
+    "pin_cpus", True, "With --parallel > 1 (Linux), give each of the runs at a time its "
+    "own share of this process's CPUs (sched_setaffinity), so that their XLA thread pools "
+    "do not compete for every core.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the commands, run nothing.")
 _SUMMARIZE_ONLY = flags.DEFINE_bool("summarize_only", False,
                                     "Only write and print the summary of root.")
@@ -167,6 +173,37 @@ def select(runs_: Sequence[sweeps.Run], patterns: Sequence[str]) -> List[sweeps.
   return chosen
 
 
+def cpu_slots(cpus: Sequence[int], parallel: int) -> Optional[List[Tuple[int, ...]]]:
+  """``parallel`` disjoint, contiguous shares of ``cpus`` (the first ones one larger when
+  they do not divide evenly), or ``None`` when there are fewer CPUs than runs at a time
+  (or ``parallel`` is 1): then nothing is pinned.
+
+  Why: XLA's CPU thread pool sizes itself by the CPUs a process may use, so two unpinned
+  runs on 2 cores start a pool of 2 threads each and compete for both. Measured on this
+  project's 2-core machine (2026-12-06): two walker runs of the Gated DeltaProduct stack
+  side by side, unpinned, went 15 minutes without reaching step 100; pinned to one core
+  each (one of them beside a DeltaNet run), step 100 came after 4.2 minutes (0.40
+  steps/s).
+  """
+  cpus = sorted(cpus)
+  if parallel <= 1 or len(cpus) < parallel:
+    return None
+  size, extra = divmod(len(cpus), parallel)
+  slots, start = [], 0
+  for i in range(parallel):
+    n = size + (1 if i < extra else 0)
+    slots.append(tuple(cpus[start:start + n]))
+    start += n
+  return slots
+
+
+def _pinned(cpus: Optional[Tuple[int, ...]]):
+  """A ``preexec_fn`` that restricts the child to ``cpus`` (``None``: no function)."""
+  if cpus is None:
+    return None
+  return lambda: os.sched_setaffinity(0, cpus)
+
+
 def _print(*args):
   print(*args, flush=True)
 
@@ -188,8 +225,12 @@ def _status_of_exit(code: int) -> Tuple[str, str]:
 
 
 def launch(jobs: Sequence[Tuple[sweeps.Run, List[str], str, list]], parallel: int,
-           stop_timeout: float = 300.0) -> Tuple[List[str], Optional[int]]:
+           stop_timeout: float = 300.0,
+           slots: Optional[Sequence[Tuple[int, ...]]] = None) -> Tuple[List[str], Optional[int]]:
   """Runs ``(run, cmd, workdir, expected)`` jobs, at most ``parallel`` at a time.
+
+  With ``slots`` (``parallel`` CPU sets, :func:`cpu_slots`), each running job is pinned
+  to a set no other running job has.
 
   Each run is its own process group, so a Ctrl-C in the terminal reaches the launcher
   only. On SIGTERM or SIGINT the launcher starts nothing more, forwards the signal to
@@ -205,6 +246,9 @@ def launch(jobs: Sequence[Tuple[sweeps.Run, List[str], str, list]], parallel: in
   pending, running, failed = list(jobs), {}, []
   total, started = len(jobs), 0
   signalled = set()
+  if slots is not None and len(slots) < parallel:
+    raise ValueError(f"{len(slots)} CPU slots for {parallel} runs at a time.")
+  free = list(slots) if slots is not None else None
   with runs.SignalCatcher("stopping the sweep: forwarding it to the running runs, which "
                           "save a checkpoint") as signals:
     try:
@@ -217,18 +261,22 @@ def launch(jobs: Sequence[Tuple[sweeps.Run, List[str], str, list]], parallel: in
           log = open(os.path.join(workdir, "log.txt"), "a")
           log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n")
           log.flush()
+          cpus = free.pop(0) if free is not None else None
           proc = subprocess.Popen(cmd, env=env, stdout=log,
                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  start_new_session=True)
+                                  start_new_session=True, preexec_fn=_pinned(cpus))
           started += 1
-          running[proc] = (run, workdir, expected, log, time.time())
-          _print(f"[{started}/{total}] start {run.name} (pid {proc.pid})")
+          running[proc] = (run, workdir, expected, log, time.time(), cpus)
+          where = "" if cpus is None else f", CPUs {','.join(map(str, cpus))}"
+          _print(f"[{started}/{total}] start {run.name} (pid {proc.pid}{where})")
         if signals.received is not None and running:
           _stop(running, signals.received, stop_timeout, signalled)
         time.sleep(0.1)
         for proc in [p for p in running if p.poll() is not None]:
-          run, workdir, expected, log, t0 = running.pop(proc)
+          run, workdir, expected, log, t0, cpus = running.pop(proc)
           log.close()
+          if cpus is not None:
+            free.append(cpus)
           elapsed = time.time() - t0
           log_path = os.path.join(workdir, "log.txt")
           if proc.returncode == 0 and sweeps.is_finished(workdir, expected):
@@ -250,7 +298,7 @@ def launch(jobs: Sequence[Tuple[sweeps.Run, List[str], str, list]], parallel: in
     finally:
       if running:  # an exception in the launcher itself: stop what is running
         _stop(running, signal.SIGTERM, stop_timeout, signalled)
-        for _, _, _, log, _ in running.values():
+        for _, _, _, log, _, _ in running.values():
           log.close()
   return failed, signals.received
 
@@ -326,7 +374,10 @@ def _sweep(runs_: List[sweeps.Run], root: str, chosen: List[sweeps.Run]) -> int:
     if jobs:
       _print(f"running {len(jobs)} of {len(runs_)} runs of sweep {_SWEEP.value!r} in {root}, "
              f"{_PARALLEL.value} at a time")
-      failed, stopped_by = launch(jobs, _PARALLEL.value)
+      slots = None
+      if _PIN_CPUS.value and hasattr(os, "sched_getaffinity"):
+        slots = cpu_slots(os.sched_getaffinity(0), _PARALLEL.value)
+      failed, stopped_by = launch(jobs, _PARALLEL.value, slots=slots)
 
   rows = sweeps.summarize(root, runs_)
   _, md_path = sweeps.write_summary(root, rows, _SWEEP.value)
