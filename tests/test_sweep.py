@@ -179,7 +179,10 @@ def test_launch_pins_each_running_job_to_its_own_slot(tmp_path):
   from sdssm_jax.cli import sweep as sweep_cli
   cpus = sorted(os.sched_getaffinity(0))
   slots = [(cpus[0],), (cpus[-1],)]   # the same CPU twice on a 1-CPU machine: still pinned
-  code = "import os, time; print('cpus', sorted(os.sched_getaffinity(0))); time.sleep(0.3)"
+  # The launcher pins a child right after starting it; a run reads its CPUs when it
+  # imports JAX, about a second in: here 0.2 s in.
+  code = ("import os, time; time.sleep(0.2); print('cpus', sorted(os.sched_getaffinity(0)));"
+          " time.sleep(0.3)")
   jobs = [(sweeps.Run(f"job{i}", "task=parity"), [sys.executable, "-c", code],
            str(tmp_path / f"job{i}"), []) for i in range(3)]
   failed, stopped = sweep_cli.launch(jobs, 2, slots=slots)

@@ -197,11 +197,19 @@ def cpu_slots(cpus: Sequence[int], parallel: int) -> Optional[List[Tuple[int, ..
   return slots
 
 
-def _pinned(cpus: Optional[Tuple[int, ...]]):
-  """A ``preexec_fn`` that restricts the child to ``cpus`` (``None``: no function)."""
+def _pin(pid: int, cpus: Optional[Tuple[int, ...]]) -> None:
+  """Restricts the just-started process ``pid`` to ``cpus`` (``None``: nothing).
+
+  Set from the parent right after the start rather than in a ``preexec_fn`` (which would
+  fork this multithreaded JAX process): the child's threads start later (its XLA pool
+  when it imports JAX, about a second in) and inherit the main thread's affinity.
+  """
   if cpus is None:
-    return None
-  return lambda: os.sched_setaffinity(0, cpus)
+    return
+  try:
+    os.sched_setaffinity(pid, cpus)
+  except ProcessLookupError:  # already gone: its exit is reported as usual
+    pass
 
 
 def _print(*args):
@@ -264,7 +272,8 @@ def launch(jobs: Sequence[Tuple[sweeps.Run, List[str], str, list]], parallel: in
           cpus = free.pop(0) if free is not None else None
           proc = subprocess.Popen(cmd, env=env, stdout=log,
                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  start_new_session=True, preexec_fn=_pinned(cpus))
+                                  start_new_session=True)
+          _pin(proc.pid, cpus)
           started += 1
           running[proc] = (run, workdir, expected, log, time.time(), cpus)
           where = "" if cpus is None else f", CPUs {','.join(map(str, cpus))}"
