@@ -407,7 +407,10 @@ def _finished(results: Optional[Dict[str, Any]],
   if results is None:
     return False
   try:
-    if int(results["train_steps"]) != int(results["config"]["train"]["steps"]):
+    stop = results.get("early_stop") or {}
+    stopped = (bool(stop.get("stopped_early"))
+               and int(stop["step"]) == int(results["train_steps"]))
+    if not stopped and int(results["train_steps"]) != int(results["config"]["train"]["steps"]):
       return False
     return all(_same(_lookup(results["config"], k), v) for k, v in expected)
   except (KeyError, TypeError, ValueError):
@@ -424,7 +427,8 @@ def is_finished(workdir: str, expected: Iterable[Override] = ()) -> bool:
 
   Returns:
     True iff ``results.json`` exists and parses, its ``train_steps`` equals its config's
-    ``train.steps``, and its config matches ``expected``.
+    ``train.steps`` or the step at which it stopped early (``early_stop.stopped_early``,
+    the walker protocol's validation threshold), and its config matches ``expected``.
   """
   return _finished(read_results(workdir), expected)
 

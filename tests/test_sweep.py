@@ -116,6 +116,19 @@ def test_is_finished_summarize_and_write_summary(tmp_path):
   assert not sweeps.is_finished(broken)
   assert not sweeps.is_finished(missing)
 
+  # A run that stopped early (the walker protocol's validation threshold) is finished at
+  # its stopping step, as train.py records it; one merely short of its steps is not.
+  stopped = str(tmp_path / "stopped")
+  _fake_results(stopped, steps=10, train_steps=5)
+  path = os.path.join(stopped, "results.json")
+  results = json.load(open(path))
+  for stop, finished in (({"threshold": 0.9995, "stopped_early": True, "step": 5}, True),
+                         ({"threshold": 0.9995, "stopped_early": False, "step": None}, False),
+                         ({"threshold": 0.9995, "stopped_early": True, "step": 3}, False)):
+    with open(path, "w") as f:
+      json.dump({**results, "early_stop": stop}, f)
+    assert sweeps.is_finished(stopped, [("train.steps", 10)]) == finished, stop
+
   rows = sweeps.summarize(str(tmp_path), runs)
   assert [r["status"] for r in rows] == ["ok", "incomplete", "failed", "missing"]
   assert rows[0]["in_dist"] == 1.0 and rows[0]["ood_min"] == 0.5 and rows[0]["steps"] == 10
