@@ -479,15 +479,24 @@ class MambaMixer(nn.Module):
     self.skip = self.param("skip", nn.initializers.ones, (D,))
     self.out = torch_dense(D, D)
 
-  def _parts(self, x: jax.Array):
-    """``(λ [..., D, N], b [..., D, N])`` for ``x`` ``[..., D]``."""
+  def _transitions(self, x: jax.Array):
+    """``(λ [..., D, N], Δ [..., D])`` for ``x`` ``[..., D]``."""
     # Δ [..., D, 1] against a_log [D, N]: λ = exp(-Δ exp(a_log)), [..., D, N].
     lam, dt = mamba_transitions(self.dt_proj(x)[..., None], self.a_log)
-    return lam, mamba_inputs(dt[..., 0], self.B(x), x.astype(jnp.float32))
+    return lam, dt[..., 0]
+
+  def _parts(self, x: jax.Array):
+    """``(λ [..., D, N], b [..., D, N])`` for ``x`` ``[..., D]``."""
+    lam, dt = self._transitions(x)
+    return lam, mamba_inputs(dt, self.B(x), x.astype(jnp.float32))
+
+  def _readout(self, u: jax.Array, x: jax.Array) -> jax.Array:
+    """``y = W_o (u + e ⊙ x) + c_o`` from ``u = C·h`` ``[..., D]``."""
+    return self.out(u + self.skip * x)
 
   def _output(self, h: jax.Array, x: jax.Array) -> jax.Array:
     u = jnp.einsum("...n,...dn->...d", self.C(x), h, precision=_HIGHEST)
-    return self.out(u + self.skip * x)
+    return self._readout(u, x)
 
   def outputs_and_states(self, x: jax.Array):
     """``(y [..., L, D], states [..., L, D, N])``."""
@@ -509,9 +518,8 @@ class MambaMixer(nn.Module):
     :func:`mamba_outputs` (the states of every position are not kept)."""
     if _scan_method(self.scan) != "sequential":
       return self.outputs_and_states(x)[0]
-    dt = mamba_transitions(self.dt_proj(x)[..., None], self.a_log)[1][..., 0]
-    u = mamba_outputs(dt, self.B(x), self.C(x), x, self.a_log)
-    return self.out(u + self.skip * x)
+    dt = self._transitions(x)[1]  # λ unused here: XLA drops it
+    return self._readout(mamba_outputs(dt, self.B(x), self.C(x), x, self.a_log), x)
 
 
 class LSTMMixer(nn.Module):
