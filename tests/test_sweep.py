@@ -374,7 +374,22 @@ def test_arena_sweeps_name_registered_models_tasks_and_mixers():
   assert lrs["pdssm"] == configs.MODEL_LR["pdssm"] != sweeps.ARENA_A_CPU_LR
   assert {lrs[m] for m in lrs if m not in configs.MODEL_LR} == {sweeps.ARENA_A_CPU_LR}
   b = sweeps.get("arena_b")
-  assert len(b) == 4 * len(sweeps.ARENA_B_MIXERS) and len({r.name for r in b}) == len(b)
+  per_batch = [r for r in b if "-per_batch-" in r.name]
+  seeded = [r for r in b if dict(r.overrides)["seed"] != 0]
+  assert len(b) == 4 * (len(sweeps.ARENA_B_MIXERS) + len(sweeps.ARENA_B_PER_BATCH_MIXERS)
+                        + 2 * len(sweeps.ARENA_B_SEEDED_MIXERS)) and len({r.name for r in b}) == len(b)
+  # Seed 0 of every mixer first (a stopped sweep has the whole grid), then the variant,
+  # then seeds 1 and 2, seed after seed.
+  assert [dict(r.overrides)["seed"] for r in b] == sorted(dict(r.overrides)["seed"] for r in b)
+  assert b.index(per_batch[0]) == 4 * len(sweeps.ARENA_B_MIXERS)
+  assert all("-per_batch-" not in r.name for r in b[:4 * len(sweeps.ARENA_B_MIXERS)])
+  for r in per_batch:  # the variant's overrides, and only its runs have them
+    assert set(sweeps.PER_BATCH_LENGTHS) <= set(r.overrides) and dict(r.overrides)["seed"] == 0
+  assert not any(set(sweeps.PER_BATCH_LENGTHS) & set(r.overrides) for r in b if r not in per_batch)
+  assert {dict(r.overrides)["model_config.mixer"] for r in per_batch} == set(
+      sweeps.ARENA_B_PER_BATCH_MIXERS)
+  assert {(dict(r.overrides)["model_config.mixer"], dict(r.overrides)["seed"]) for r in seeded} == {
+      (m, s) for m in sweeps.ARENA_B_SEEDED_MIXERS for s in (1, 2)}
   assert {dict(r.overrides)["model_config.mixer"] for r in b} == set(sweeps.ARENA_B_MIXERS)
   assert set(sweeps.ARENA_B_MIXERS) <= set(mixers.mixer_names())
   assert set(sweeps.PUBLISHED_WALKER) <= set(sweeps.ARENA_B_MIXERS)
@@ -386,7 +401,9 @@ def test_arena_sweeps_name_registered_models_tasks_and_mixers():
   assert {r.model for r in seeds} == {"sdssm", "pdssm", sweeps.ARENA_A_BEST_PEER}
   b_slice = sweeps.get("arena_b_slice")
   assert {r.name for r in b_slice} <= {r.name for r in b}
-  assert len(b_slice) == len(sweeps.ARENA_B_SLICE_TASKS) * len(sweeps.ARENA_B_SLICE_MIXERS)
+  assert len(b_slice) == len(sweeps.ARENA_B_SLICE_TASKS) * (
+      len(sweeps.ARENA_B_SLICE_MIXERS) + len(sweeps.ARENA_B_PER_BATCH_MIXERS)
+      + 2 * len(sweeps.ARENA_B_SEEDED_MIXERS))
   for run in b_slice:
     fields = [f for f, _ in run.overrides]
     assert len(fields) == len(set(fields)) and dict(run.overrides)["train.steps"] == 1000
@@ -415,5 +432,15 @@ def test_arena_pivots_put_the_published_numbers_beside_ours(tmp_path):
   # The published walker figure is a maximum validation accuracy: beside val_max only.
   val_max, heldout = text.split("## heldout")
   assert "\\| pub. 100" in val_max and "pub." not in heldout
+  # A variant of the protocol (per-batch lengths) is its own row, with no published
+  # number beside it; its seeds 0 and 1 pool into one cell.
+  variant = "model_config.mixer=pdssm train.length_sampling=per_batch train.min_length=1"
+  walker += [dict(row("stack", "parity", hparams=variant, val_max=v, heldout=0.5), seed=s)
+             for s, v in ((0, 0.5), (1, 0.7))]
+  sweeps.write_summary(str(tmp_path / "v"), walker, "arena_b")
+  lines = (tmp_path / "v" / "pivot.md").read_text().split("## heldout")[0].splitlines()
+  assert ("| stack (model_config.mixer=pdssm) | 90.0 +- 0.0 [1] \\| pub. 99.9 |" in lines)
+  assert ("| stack (model_config.mixer=pdssm train.length_sampling=per_batch "
+          "train.min_length=1) | 60.0 +- 10.0 [2] |") in lines
   sweeps.write_summary(str(tmp_path / "c"), rows)  # any other sweep: no published column
   assert "pub." not in (tmp_path / "c" / "pivot.md").read_text()
