@@ -294,12 +294,24 @@ def _cpu_model() -> str:
   return platform.processor() or platform.machine()
 
 
+def _cores() -> str:
+  """The host's cores, and how many of them this process may run on when that is fewer
+  (a run pinned with ``taskset`` or by ``sdssm-sweep --parallel``)."""
+  total = os.cpu_count()
+  try:
+    usable = len(os.sched_getaffinity(0))
+  except (AttributeError, OSError):  # not Linux
+    return f"{total} cores"
+  return f"{total} cores" if usable == total else f"{total} cores, pinned to {usable}"
+
+
 def hardware() -> str:
-  """The devices and host a result was measured on, in words."""
+  """The devices and host a result was measured on, in words, e.g. ``"1 x cpu (cpu); host:
+  Intel(R) Xeon(R) ..., 2 cores, pinned to 1"``."""
   d = jax.devices()[0]
   procs = f", {jax.process_count()} processes" if jax.process_count() > 1 else ""
   return (f"{jax.device_count()} x {d.device_kind} ({d.platform}){procs}; host: "
-          f"{_cpu_model()}, {os.cpu_count()} cores")
+          f"{_cpu_model()}, {_cores()}")
 
 
 def _restore_anywhere(mngr, step: int, sharding=None) -> Dict[str, Any]:

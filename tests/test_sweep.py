@@ -444,3 +444,18 @@ def test_arena_pivots_put_the_published_numbers_beside_ours(tmp_path):
           "train.min_length=1) | 60.0 +- 10.0 [2] |") in lines
   sweeps.write_summary(str(tmp_path / "c"), rows)  # any other sweep: no published column
   assert "pub." not in (tmp_path / "c" / "pivot.md").read_text()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2,
+                    reason="needs Linux CPU affinity and 2 cores")
+def test_hardware_says_when_a_run_is_pinned_to_fewer_cores():
+  from sdssm_jax import train
+  total = os.cpu_count()
+  mask = os.sched_getaffinity(0)
+  try:
+    os.sched_setaffinity(0, set(range(total)))
+    assert train.hardware().endswith(f", {total} cores")
+    os.sched_setaffinity(0, {min(mask)})
+    assert train.hardware().endswith(f", {total} cores, pinned to 1")
+  finally:
+    os.sched_setaffinity(0, mask)
