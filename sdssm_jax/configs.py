@@ -107,6 +107,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.min_length = 1           # shortest training length
   c.train.train_length = 40        # longest training length; lengths ~ U{min..max}
   c.train.length_sampling = "per_batch"  # ONE length per step (official), or "per_sequence"
+  c.train.symbol_concentration = 0.0  # 0: uniform i.i.d. training symbols (the protocol);
+                                   # c > 0: each training string draws its own symbol
+                                   # distribution from Dirichlet(c, ..., c) (tasks.mixture;
+                                   # validation and test stay uniform)
   c.train.log_every = 100          # steps between metric lines (JSONL, TensorBoard)
   c.train.checkpoint_every = 1000  # steps between checkpoints
   c.train.keep_checkpoints = 3     # how many recent checkpoints to keep
@@ -216,6 +220,16 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _choice(c.eval.checkpoint, ("best", "last"), "eval.checkpoint")
   _choice(c.eval.best_metric, BEST_METRICS, "eval.best_metric")
   _choice(c.train.length_sampling, ("per_sequence", "per_batch"), "train.length_sampling")
+  concentration = c.train.get("symbol_concentration", 0.0)
+  if isinstance(concentration, bool) or not isinstance(concentration, (int, float)) or not (
+      concentration >= 0 and math.isfinite(concentration)):
+    raise ValueError("train.symbol_concentration must be 0 (uniform symbols) or a finite "
+                     f"number > 0, got {concentration!r}.")
+  if concentration and not tasks.supports_symbol_mixture(tasks.get(c.task)):
+    raise ValueError(f"train.symbol_concentration > 0 needs a task with uniform i.i.d. "
+                     f"symbols; {c.task!r} has its own symbol structure. Valid tasks: "
+                     + ", ".join(n for n in tasks.names()
+                                 if tasks.supports_symbol_mixture(tasks.get(n))) + ".")
   positive = {
       "train.steps": c.train.steps, "train.batch_size": c.train.batch_size,
       "train.min_length": c.train.min_length, "train.train_length": c.train.train_length,

@@ -80,7 +80,9 @@ ADDED_FIELDS = {"train.length_sampling": "per_sequence", "optimizer.boundaries":
                 # the walker protocol's fields: warm-up steps from optimizer.warmup_steps,
                 # weight decay on every parameter, no early stopping
                 "optimizer.warmup_fraction": 0.0, "optimizer.decay_mask": "all",
-                "train.early_stop_accuracy": 0.0}
+                "train.early_stop_accuracy": 0.0,
+                # uniform training symbols (no per-string Dirichlet mixture)
+                "train.symbol_concentration": 0.0}
 # Learning-rate schedules whose every step depends on ``train.steps``.
 STEPS_DEPENDENT_SCHEDULES = ("cosine", "warmup_cosine")
 

@@ -39,6 +39,10 @@ devices (up to float rounding).
   the official setting: ~2x faster than the per-bucket programs (``sdssm-bench
   --protocol_only``); the losses agree to float rounding (tested).
 
+``config.train.symbol_concentration`` > 0 draws the training strings from
+``tasks.symbol_mixture(task, c)`` (each string its own symbol distribution, Dirichlet(c));
+0 keeps the task's uniform symbols.
+
 Metrics: ``loss``, ``accuracy``, ``grad_norm`` (of the reduced gradient, before
 clipping), ``length`` (the batch's mean task-input length: the step's n in per-batch
 mode, shortened by ``task.effective_length`` where the task does; query token excluded)
@@ -58,7 +62,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from sdssm_jax import data, evaluation
+from sdssm_jax import data, evaluation, tasks
 
 __all__ = ["LENGTH_SAMPLING", "LENGTH_BLOCK", "TrainStep", "make_train_step"]
 
@@ -199,6 +203,8 @@ class TrainStep:
 
   Attributes:
     length_sampling: ``"per_sequence"`` or ``"per_batch"``.
+    task: the task the training strings are drawn from (the symbol mixture of the given
+      task when ``train.symbol_concentration`` > 0).
     buckets: the static padded lengths (``(train_length,)`` for per-sequence).
   """
 
@@ -214,6 +220,10 @@ class TrainStep:
       raise ValueError(f"train.batch_size ({tc.batch_size}) must be divisible by the number "
                        f"of devices ({num_devices}).")
     self._min, self._max = int(tc.min_length), int(tc.train_length)
+    concentration = float(tc.get("symbol_concentration", 0.0))
+    if concentration:  # training strings with their own symbol distributions
+      task = tasks.symbol_mixture(task, concentration)
+    self.task = task
     self._mesh = mesh
     self._fns: Dict[int, Any] = {}
     #: Whether one program serves every per-batch length (models with dynamic_length).

@@ -14,5 +14,8 @@ from . import parity, even_pairs, cycle_navigation, modular_arithmetic  # noqa: 
 from . import groups, a5  # noqa: E402,F401
 from . import s5, q8  # noqa: E402,F401
 from . import word_problems  # noqa: E402,F401
+from .mixture import supports_symbol_mixture, symbol_mixture  # noqa: E402
 
-__all__ = ["Task", "AutomatonTask", "get", "names", "register", "register_family"]
+
+__all__ = ["Task", "AutomatonTask", "get", "names", "register", "register_family",
+           "symbol_mixture", "supports_symbol_mixture"]
