@@ -226,8 +226,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise ValueError("train.symbol_concentration must be 0 (uniform symbols) or a finite "
                      f"number > 0, got {concentration!r}.")
   if concentration and not tasks.supports_symbol_mixture(tasks.get(c.task)):
-    raise ValueError(f"train.symbol_concentration > 0 needs a task with uniform i.i.d. "
-                     f"symbols; {c.task!r} has its own symbol structure. Valid tasks: "
+    raise ValueError(f"train.symbol_concentration > 0 needs a task with a symbol mixture "
+                     f"(tasks.supports_symbol_mixture); {c.task!r} has none. Valid tasks: "
                      + ", ".join(n for n in tasks.names()
                                  if tasks.supports_symbol_mixture(tasks.get(n))) + ".")
   positive = {

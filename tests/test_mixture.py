@@ -52,17 +52,45 @@ def test_mixture_keeps_the_automaton_and_its_labels():
   assert np.array_equal(batch["tokens"], again) and not np.array_equal(batch["tokens"], other)
 
 
-def test_mixture_needs_uniform_symbols_and_a_positive_concentration():
+def test_modular_arithmetic_mixture_keeps_the_grammar_and_its_labels():
+  # Each string draws one distribution over the 5 numbers and one over the 3 operators:
+  # the count of the number 0 among a string's 20 numbers is Beta-binomial(20, c, 4c)
+  # (the marginal of Dirichlet(c, ..., c) over 5 is Beta(c, 4c)).
+  c = 1.0
+  task = tasks.symbol_mixture(tasks.get("modular_arithmetic"), c)
+  assert task.effective_length(40) == 39 and task.num_classes == 5
+  batch = task.sample(jax.random.PRNGKey(5), 20000, 40)
+  tokens = np.asarray(batch["tokens"])
+  assert tokens.shape == (20000, 39)
+  assert (tokens[:, 0::2] < 5).all() and (tokens[:, 1::2] >= 5).all()
+  zeros = np.bincount((tokens[:, 0::2] == 0).sum(1), minlength=21) / len(tokens)
+  pmf = np.asarray(_beta_binomial_pmf(20, c, 4 * c))
+  assert 0.5 * np.abs(zeros - pmf).sum() < 0.03
+  ref = reference_automata.labeller("modular_arithmetic")
+  assert [ref(list(map(int, row))) for row in tokens[:300]] == list(
+      np.asarray(batch["label"])[:300])
+
+
+def test_mixture_needs_a_task_with_one_and_a_positive_concentration():
   assert tasks.supports_symbol_mixture(tasks.get("a5"))
-  assert not tasks.supports_symbol_mixture(tasks.get("modular_arithmetic"))
-  with pytest.raises(ValueError, match="modular_arithmetic.*uniform i.i.d"):
-    tasks.symbol_mixture(tasks.get("modular_arithmetic"), 1.0)
-  for bad in (0, -1.0, "1"):
+  assert tasks.supports_symbol_mixture(tasks.get("modular_arithmetic"))
+  assert all(tasks.supports_symbol_mixture(tasks.get(n)) for n in tasks.names())
+
+  class OwnSymbols(tasks.AutomatonTask):  # its own symbol law and no mixture of it
+    def sample_tokens(self, key, batch_size, length):
+      return jax.numpy.zeros((batch_size, length), jax.numpy.int32)
+
+  base = tasks.get("parity")
+  own = OwnSymbols("own", base.transitions, base.initial_state, base.state_labels, 2)
+  assert not tasks.supports_symbol_mixture(own)
+  with pytest.raises(ValueError, match="'own' has no symbol mixture"):
+    tasks.symbol_mixture(own, 1.0)
+  for bad in (0, -1.0, "1", True):
     with pytest.raises(ValueError, match="concentration must be > 0"):
       tasks.symbol_mixture(tasks.get("parity"), bad)
 
 
-def test_config_validates_symbol_concentration():
+def test_config_validates_symbol_concentration(monkeypatch):
   c = configs.get_config("task=c2xc30,model=sdssm")
   assert c.train.symbol_concentration == 0.0
   c.train.symbol_concentration = 1.0
@@ -73,9 +101,10 @@ def test_config_validates_symbol_concentration():
       configs.validate(c)
   with pytest.raises(TypeError):  # the ConfigDict's field is a float
     c.train.symbol_concentration = "1"
-  c = configs.get_config("task=modular_arithmetic,model=sdssm")
   c.train.symbol_concentration = 1.0
-  with pytest.raises(ValueError, match="Valid tasks: parity, even_pairs, cycle_navigation, "):
+  # A task without a mixture: the error names the tasks that have one.
+  monkeypatch.setattr(tasks, "supports_symbol_mixture", lambda t: t.name != "c2xc30")
+  with pytest.raises(ValueError, match="'c2xc30' has none. Valid tasks: parity, even_pairs, "):
     configs.validate(c)
 
 

@@ -40,7 +40,22 @@ __all__ = [
     "register_family",
     "get",
     "names",
+    "dirichlet_tokens",
 ]
+
+
+def dirichlet_tokens(key, batch_size: int, length: int, num_symbols: int,
+                     concentration: float, offset: int = 0) -> jax.Array:
+  """int32 ``[batch_size, length]`` in ``offset + [0, num_symbols)``: row b i.i.d. from its
+  own ``p_b ~ Dirichlet(concentration, ..., concentration)``.
+
+  ``log p_b`` up to a constant is a row of log-gamma draws (normalised gamma draws are
+  Dirichlet), so the categorical draw takes them as logits: no underflow to a 0/0 for
+  small concentrations."""
+  k_p, k_tok = jax.random.split(key)
+  logits = jax.random.loggamma(k_p, concentration, (batch_size, 1, num_symbols))
+  draws = jax.random.categorical(k_tok, logits, shape=(batch_size, length))
+  return (draws + offset).astype(jnp.int32)
 
 
 class Task:
@@ -85,6 +100,13 @@ class Task:
 
   def labels_at_every_prefix(self, tokens) -> jax.Array:
     raise NotImplementedError
+
+  def mixture_tokens(self, key, batch_size: int, length: int,
+                     concentration: float) -> jax.Array:
+    """int32 ``[batch_size, length]`` valid tokens whose every string draws its own symbol
+    distribution from a Dirichlet(``concentration``) (``tasks.symbol_mixture``, training
+    data only). Tasks without one raise."""
+    raise NotImplementedError(f"Task {self.name!r} has no symbol mixture.")
 
   def validate_tokens(self, tokens):
     """Raise ValueError if a concrete token array holds an id outside [0, V).
@@ -189,6 +211,12 @@ class AutomatonTask(Task):
   def sample_tokens(self, key, batch_size: int, length: int) -> jax.Array:
     """int32 ``[batch_size, length]`` tokens, uniform over the vocabulary."""
     return jax.random.randint(key, (batch_size, length), 0, self.vocab_size, dtype=jnp.int32)
+
+  def mixture_tokens(self, key, batch_size: int, length: int,
+                     concentration: float) -> jax.Array:
+    """Row b i.i.d. over the vocabulary from its own ``p_b ~ Dirichlet(concentration)``
+    (for the tasks that keep the uniform :meth:`sample_tokens`)."""
+    return dirichlet_tokens(key, batch_size, length, self.vocab_size, concentration)
 
   def sample(self, key, batch_size: int, length: int) -> Dict[str, jax.Array]:
     eff = self._check_sample_args(batch_size, length)

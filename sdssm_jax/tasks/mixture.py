@@ -9,6 +9,9 @@ concentration ``c = 1`` makes p uniform on the simplex (for V = 2 the fraction o
 moves is uniform on [0, 1]), a large ``c`` tends to the uniform strings of the
 protocol. Every string the uniform task can draw still has a non-zero probability.
 
+modular_arithmetic keeps its grammar (numbers at even positions, operators at odd): each
+string draws one distribution over the 5 numbers and one over the 3 operators.
+
 Only the training data changes (``train.symbol_concentration``); validation and test
 samples stay the task's own uniform strings.
 """
@@ -18,56 +21,70 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .base import AutomatonTask, Task
+from .base import AutomatonTask, Task, dirichlet_tokens
 
-__all__ = ["symbol_mixture", "supports_symbol_mixture"]
+__all__ = ["symbol_mixture", "supports_symbol_mixture", "dirichlet_tokens"]
 
 
 def supports_symbol_mixture(task: Task) -> bool:
-  """Whether ``task`` draws i.i.d. uniform symbols (an :class:`AutomatonTask` that keeps
-  its ``sample_tokens``): the tasks whose symbol distribution is a free choice.
-  ``modular_arithmetic`` (numbers and operators alternate) is not one of them."""
-  return (isinstance(task, AutomatonTask)
-          and type(task).sample_tokens is AutomatonTask.sample_tokens)
+  """Whether ``task`` has a symbol mixture: it implements ``mixture_tokens`` (an
+  :class:`AutomatonTask` with uniform i.i.d. symbols inherits one; a task with its own
+  symbol structure, e.g. ``modular_arithmetic``'s alternating numbers and operators,
+  writes its own)."""
+  own = type(task).mixture_tokens
+  if own is Task.mixture_tokens:
+    return False
+  if own is AutomatonTask.mixture_tokens:
+    return type(task).sample_tokens is AutomatonTask.sample_tokens
+  return True
 
 
-class _SymbolMixtureTask(AutomatonTask):
-  """``task`` with per-sequence Dirichlet symbol distributions (see the module)."""
+class _SymbolMixtureTask(Task):
+  """``task`` whose strings come from ``task.mixture_tokens`` (see the module); every
+  other attribute (labels, automaton, effective lengths) is the task's own."""
 
-  def __init__(self, task: AutomatonTask, concentration: float):
-    super().__init__(task.name, task.transitions, task.initial_state, task.state_labels,
-                     task.num_classes)
+  def __init__(self, task: Task, concentration: float):
+    super().__init__(task.name, task.vocab_size, task.num_classes)
+    self.base = task
     self.concentration = float(concentration)
+    self.prefix_closed = task.prefix_closed
+
+  def __getattr__(self, name):  # only for attributes not found on this object
+    return getattr(self.__dict__["base"], name)
+
+  def effective_length(self, length):
+    return self.base.effective_length(length)
+
+  def labels_at_every_prefix(self, tokens) -> jax.Array:
+    return self.base.labels_at_every_prefix(tokens)
 
   def sample_tokens(self, key, batch_size: int, length: int) -> jax.Array:
-    """int32 ``[batch_size, length]``: row b i.i.d. from its own ``p_b ~ Dirichlet(c)``.
+    return self.base.mixture_tokens(key, batch_size, length, self.concentration)
 
-    ``log p_b`` up to a constant is a row of log-gamma draws (normalised gamma draws
-    are Dirichlet), so the categorical draw takes them as logits: no underflow to a
-    0/0 for small ``c``.
-    """
-    k_p, k_tok = jax.random.split(key)
-    logits = jax.random.loggamma(k_p, self.concentration, (batch_size, 1, self.vocab_size))
-    return jax.random.categorical(k_tok, logits, shape=(batch_size, length)).astype(jnp.int32)
+  def sample(self, key, batch_size: int, length: int):
+    eff = self.base._check_sample_args(batch_size, length)
+    tokens = self.sample_tokens(key, int(batch_size), eff).astype(jnp.int32)
+    return {"tokens": tokens, "label": self.labels_at_every_prefix(tokens)[:, -1]}
 
   def __repr__(self) -> str:
     return f"symbol_mixture({self.name!r}, concentration={self.concentration})"
 
 
-def symbol_mixture(task: Task, concentration: float) -> AutomatonTask:
+def symbol_mixture(task: Task, concentration: float) -> Task:
   """``task`` whose every string draws its symbol distribution from ``Dirichlet(
   concentration)`` (see the module docstring).
 
   Args:
-    task: a task with uniform i.i.d. symbols (:func:`supports_symbol_mixture`).
+    task: a task with a symbol mixture (:func:`supports_symbol_mixture`).
     concentration: the Dirichlet's parameter, > 0.
   Raises:
     ValueError: for another task or a concentration <= 0.
   """
-  if not (isinstance(concentration, (int, float)) and concentration > 0):
+  if not (isinstance(concentration, (int, float)) and not isinstance(concentration, bool)
+          and concentration > 0):
     raise ValueError(f"The symbol mixture's concentration must be > 0, got {concentration!r}.")
   if not supports_symbol_mixture(task):
-    raise ValueError(f"Task {task.name!r} does not draw uniform i.i.d. symbols, so it has no "
-                     "symbol mixture; the automaton tasks with uniform symbols have one "
-                     "(every registered task but modular_arithmetic).")
+    raise ValueError(f"Task {task.name!r} has no symbol mixture (it draws its symbols its "
+                     "own way and implements no mixture_tokens); the automaton tasks with "
+                     "uniform symbols and modular_arithmetic have one.")
   return _SymbolMixtureTask(task, concentration)

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .base import AutomatonTask, register
+from .base import AutomatonTask, dirichlet_tokens, register
 
 MOD = 5
 PLUS, MINUS, TIMES = 5, 6, 7
@@ -57,6 +57,14 @@ class ModularArithmeticTask(AutomatonTask):
     k_num, k_op = jax.random.split(key)
     numbers = jax.random.randint(k_num, (batch_size, length), 0, MOD, dtype=jnp.int32)
     ops = jax.random.randint(k_op, (batch_size, length), PLUS, TIMES + 1, dtype=jnp.int32)
+    return jnp.where(jnp.arange(length) % 2 == 0, numbers, ops)
+
+  def mixture_tokens(self, key, batch_size, length, concentration):
+    """The grammar of :meth:`sample_tokens`, with each string's own distribution over the
+    numbers and over the operators, each Dirichlet(``concentration``)."""
+    k_num, k_op = jax.random.split(key)
+    numbers = dirichlet_tokens(k_num, batch_size, length, MOD, concentration)
+    ops = dirichlet_tokens(k_op, batch_size, length, TIMES + 1 - PLUS, concentration, PLUS)
     return jnp.where(jnp.arange(length) % 2 == 0, numbers, ops)
 
 
