@@ -127,10 +127,10 @@ def test_validation_stops_are_checked_before_anything_is_written(tmp_path, stops
   assert not (tmp_path / "run").exists()
 
 
-# On these samples cycle_navigation's horizon falls between two stops (the staged scoring
-# stops early) and modular_arithmetic's passes every stop (it is scored to the end).
+# On these samples d30's horizon falls between two stops (the staged scoring stops
+# early) and modular_arithmetic's passes every stop (it is scored to the end).
 @pytest.mark.parametrize("name,stops,stops_early", [
-    ("cycle_navigation", (100, 700, 1200), True),
+    ("d30", (100, 700, 1200), True),
     ("modular_arithmetic", (100, 700, 1200), False)])
 def test_staged_horizon_of_a_zoo_model_is_that_of_every_length_at_once(name, stops,
                                                                        stops_early):

@@ -81,6 +81,8 @@ def test_exports():
       "names",
       "register",
       "register_family",
+      "symbol_mixture",
+      "supports_symbol_mixture",
   }
 
 
