@@ -62,7 +62,8 @@ class Task:
   """Abstract sequence-classification task (label of the whole sequence).
 
   Attributes ``name``, ``vocab_size`` and ``num_classes`` are read-only.
-  Subclasses implement :meth:`sample` and :meth:`labels_at_every_prefix`.
+  Subclasses implement :meth:`sample_tokens` and :meth:`labels_at_every_prefix`;
+  :meth:`sample` draws tokens of the effective length and labels the whole string.
   """
 
   #: The prefixes of a random sample of length L are distributed as random
@@ -95,8 +96,15 @@ class Task:
     """Length actually produced for a requested ``length`` (int or int array)."""
     return length
 
-  def sample(self, key, batch_size: int, length: int) -> Dict[str, jax.Array]:
+  def sample_tokens(self, key, batch_size: int, length: int) -> jax.Array:
+    """int32 ``[batch_size, length]`` valid tokens of the task's own distribution."""
     raise NotImplementedError
+
+  def sample(self, key, batch_size: int, length: int) -> Dict[str, jax.Array]:
+    eff = self._check_sample_args(batch_size, length)
+    tokens = self.sample_tokens(key, int(batch_size), eff).astype(jnp.int32)
+    labels = self.labels_at_every_prefix(tokens)
+    return {"tokens": tokens, "label": labels[:, -1]}
 
   def labels_at_every_prefix(self, tokens) -> jax.Array:
     raise NotImplementedError
@@ -217,12 +225,6 @@ class AutomatonTask(Task):
     """Row b i.i.d. over the vocabulary from its own ``p_b ~ Dirichlet(concentration)``
     (for the tasks that keep the uniform :meth:`sample_tokens`)."""
     return dirichlet_tokens(key, batch_size, length, self.vocab_size, concentration)
-
-  def sample(self, key, batch_size: int, length: int) -> Dict[str, jax.Array]:
-    eff = self._check_sample_args(batch_size, length)
-    tokens = self.sample_tokens(key, int(batch_size), eff).astype(jnp.int32)
-    labels = self.labels_at_every_prefix(tokens)
-    return {"tokens": tokens, "label": labels[:, -1]}
 
 
 automata.set_task_builder(AutomatonTask.from_dfa)  # DFA.to_task (automata is a leaf)

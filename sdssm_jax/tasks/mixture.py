@@ -19,7 +19,6 @@ samples stay the task's own uniform strings.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from .base import AutomatonTask, Task, dirichlet_tokens
 
@@ -60,11 +59,6 @@ class _SymbolMixtureTask(Task):
 
   def sample_tokens(self, key, batch_size: int, length: int) -> jax.Array:
     return self.base.mixture_tokens(key, batch_size, length, self.concentration)
-
-  def sample(self, key, batch_size: int, length: int):
-    eff = self.base._check_sample_args(batch_size, length)
-    tokens = self.sample_tokens(key, int(batch_size), eff).astype(jnp.int32)
-    return {"tokens": tokens, "label": self.labels_at_every_prefix(tokens)[:, -1]}
 
   def __repr__(self) -> str:
     return f"symbol_mixture({self.name!r}, concentration={self.concentration})"
