@@ -111,6 +111,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                    # c > 0: each training string draws its own symbol
                                    # distribution from Dirichlet(c, ..., c) (tasks.mixture;
                                    # validation and test stay uniform)
+  c.train.state_noise = 0.0        # sigma > 0: relative noise sigma * rms(x) * N(0, I) on
+                                   # every training state (SD-SSM only; evaluation has
+                                   # none): a regulariser for drift beyond the train lengths
+  c.train.growth_penalty = 0.0     # w > 0 (SD-SSM only): loss + w * mean relu(margin - g)^2,
+                                   # g = log ||Â_v x|| - log ||x|| over visited states x and
+                                   # all symbols v: transitions that do not shrink the states
+  c.train.growth_margin = 0.0      # that hinge's margin, nats per step
   c.train.log_every = 100          # steps between metric lines (JSONL, TensorBoard)
   c.train.checkpoint_every = 1000  # steps between checkpoints
   c.train.keep_checkpoints = 3     # how many recent checkpoints to keep
@@ -230,6 +237,19 @@ def validate(c: ml_collections.ConfigDict) -> None:
                      f"(tasks.supports_symbol_mixture); {c.task!r} has none. Valid tasks: "
                      + ", ".join(n for n in tasks.names()
                                  if tasks.supports_symbol_mixture(tasks.get(n))) + ".")
+  number = lambda v: not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+  scan_regularised = lambda name: getattr(models.entry(name)[0], "dynamic_length", False)
+  for field in ("state_noise", "growth_penalty"):
+    value = c.train.get(field, 0.0)
+    if not (number(value) and value >= 0):
+      raise ValueError(f"train.{field} must be 0 (off) or a finite number > 0, got {value!r}.")
+    if value and not scan_regularised(c.model):
+      raise ValueError(f"train.{field} > 0 needs a model whose training scan takes it; "
+                       f"{c.model!r} has none. Valid models: " + ", ".join(
+                           n for n in models.names() if scan_regularised(n)) + ".")
+  if not number(c.train.get("growth_margin", 0.0)):
+    raise ValueError(f"train.growth_margin must be a finite number (nats per step), got "
+                     f"{c.train.get('growth_margin')!r}.")
   positive = {
       "train.steps": c.train.steps, "train.batch_size": c.train.batch_size,
       "train.min_length": c.train.min_length, "train.train_length": c.train.train_length,

@@ -82,7 +82,11 @@ ADDED_FIELDS = {"train.length_sampling": "per_sequence", "optimizer.boundaries":
                 "optimizer.warmup_fraction": 0.0, "optimizer.decay_mask": "all",
                 "train.early_stop_accuracy": 0.0,
                 # uniform training symbols (no per-string Dirichlet mixture)
-                "train.symbol_concentration": 0.0}
+                "train.symbol_concentration": 0.0,
+                # no state noise in the training scan
+                "train.state_noise": 0.0,
+                # no growth hinge in the loss
+                "train.growth_penalty": 0.0, "train.growth_margin": 0.0}
 # Learning-rate schedules whose every step depends on ``train.steps``.
 STEPS_DEPENDENT_SCHEDULES = ("cosine", "warmup_cosine")
 

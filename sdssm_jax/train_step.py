@@ -43,6 +43,15 @@ devices (up to float rounding).
 ``tasks.symbol_mixture(task, c)`` (each string its own symbol distribution, Dirichlet(c));
 0 keeps the task's uniform symbols.
 
+``config.train.state_noise`` = sigma > 0 (SD-SSM: models with ``dynamic_length``) adds
+relative noise to every state of the training scan, ``x_t <- x_t + sigma * rms(x_t) *
+eps_t`` (``models.sdssm.noisy_final_state``), so the model must learn to pull perturbed
+states back; evaluation runs without noise. That loop is autodiff of ``lax.scan`` with
+all V products per step, not the hand-written table VJP: slower per step.
+``config.train.growth_penalty`` = w > 0 adds ``w * hinge`` to the loss, the hinge being
+the mean of ``relu(train.growth_margin - log ||Â_v x|| / ||x||)**2`` over the visited
+states x and every symbol v (``models.sdssm.training_final_state``; the same loop).
+
 Metrics: ``loss``, ``accuracy``, ``grad_norm`` (of the reduced gradient, before
 clipping), ``length`` (the batch's mean task-input length: the step's n in per-batch
 mode, shortened by ``task.effective_length`` where the task does; query token excluded)
@@ -75,6 +84,8 @@ LENGTH_BLOCK = 1024
 # on 2 cores, for the previous jit step too). Accelerators are not limited.
 CPU_MAX_IN_FLIGHT = 2
 _AXIS = "data"
+# fold_in of the step key that draws train.state_noise's noise (the batch uses the key).
+NOISE_STREAM = 0x6E6F6973
 
 
 def _flat_groups(tree):
@@ -108,25 +119,41 @@ def _local_rows(batch: Dict[str, jax.Array], num_devices: int) -> Dict[str, jax.
 
 
 def _read_logits_fn(model, num_symbols: Optional[int], query_symbol: Optional[int],
-                    uniform_length: bool = False):
-  """``(params, batch) -> logits [B, C]`` at each sequence's read position.
+                    uniform_length: bool = False, state_noise: float = 0.0,
+                    growth_margin: Optional[float] = None):
+  """``(params, batch) -> (logits [B, C], growth hinge)`` at each sequence's read
+  position (the hinge is 0.0 unless ``growth_margin`` is given).
 
   Models with ``dynamic_length`` (SD-SSM) get the task tokens WITHOUT the query and each
   sequence's length: ``model.last_state`` runs exactly that many steps over the task's
   ``num_symbols`` symbols, then applies the query token as one more step (what "prefix"
   evaluation does with ``model.step``). With ``uniform_length`` (per-batch lengths: every
   sequence of the batch has the same length) it gets that one length as a scalar, so its
-  loop masks nothing per sequence. Others get ``batch["inputs"]`` (query included) whole."""
+  loop masks nothing per sequence. Others get ``batch["inputs"]`` (query included) whole.
+  ``state_noise`` > 0 and ``growth_margin`` (dynamic models only): ``batch["noise"]``
+  ``[B, L, N]`` perturbs every state of the scan, and the growth hinge of the visited
+  states is returned (``model.last_state``'s ``regularise``)."""
   if not getattr(model, "dynamic_length", False):
-    return lambda p, batch: evaluation.read_logits(model, p, batch["inputs"],
-                                                   batch["read_pos"])
+    return lambda p, batch: (evaluation.read_logits(model, p, batch["inputs"],
+                                                    batch["read_pos"]), jnp.float32(0.0))
+  regularise = None
+  if state_noise or growth_margin is not None:
+    regularise = dict(sigma=state_noise, margin=growth_margin)
 
   def logits_fn(p, batch):
     variables = {"params": p}
     length = batch["length"][0] if uniform_length else batch["length"]
-    final = model.apply(variables, batch["inputs"], length, num_symbols,
-                        query_symbol, method="last_state")
-    return model.apply(variables, final, method="logits")
+    hinge = jnp.float32(0.0)
+    if regularise is None:
+      final = model.apply(variables, batch["inputs"], length, num_symbols,
+                          query_symbol, method="last_state")
+    else:
+      final, sown = model.apply(
+          variables, batch["inputs"], length, num_symbols, query_symbol,
+          dict(regularise, eps=batch.get("noise")), method="last_state", mutable=["losses"])
+      if growth_margin is not None:
+        hinge = sown["losses"]["growth_hinge"][0]
+    return model.apply(variables, final, method="logits"), hinge
 
   return logits_fn
 
@@ -153,34 +180,48 @@ def _same_data_batch(task, batch_size: int, min_length: int, max_length: int) ->
 
 
 def _step_body(model, optimizer, num_devices: int, make_batch: Callable,
-               logits_fn: Callable):
+               logits_fn: Callable, noise_size: Optional[int] = None,
+               growth_penalty: float = 0.0):
   """The per-device step ``(state, data_key, *batch_args) -> (state, metrics)``, to run
-  inside ``shard_map`` with everything replicated in and out."""
+  inside ``shard_map`` with everything replicated in and out. ``noise_size`` N: the
+  batch also gets ``"noise"``, standard normal ``[B, L, N]`` for the GLOBAL batch from
+  its own stream of the step key (the batch's draws are unchanged), sliced like the rest.
+  ``growth_penalty`` > 0: the loss adds that times the growth hinge (a metric too)."""
 
   def body(state, data_key, *batch_args):
     key = jax.random.fold_in(data_key, state["step"])
-    batch = _local_rows(make_batch(key, *batch_args), num_devices)
+    batch = make_batch(key, *batch_args)
+    if noise_size:
+      shape = batch["inputs"].shape + (noise_size,)
+      batch = dict(batch, noise=jax.random.normal(jax.random.fold_in(key, NOISE_STREAM),
+                                                  shape, jnp.float32))
+    batch = _local_rows(batch, num_devices)
     params = state["params"]
 
     def loss_fn(p):
-      logits = logits_fn(p, batch)
+      logits, hinge = logits_fn(p, batch)
       loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
-      return loss, jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+      if growth_penalty:
+        loss = loss + growth_penalty * hinge
+      return loss, (jnp.mean(jnp.argmax(logits, -1) == batch["label"]), hinge)
 
     # shard_map runs with check_vma=False: no implicit psum is inserted where the
     # replicated parameters meet the sharded batch (with check_vma=True it would be the
     # transpose of an implicit pvary, possibly inside the scan), so these gradients are
     # per-device and the one explicit pmean below reduces them all at once.
-    (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    (loss, (acc, hinge)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     length = jnp.mean(batch["length"].astype(jnp.float32))
     if num_devices > 1:  # one device: nothing to reduce (XLA would still emit it)
-      grads, loss, acc, length = jax.lax.pmean((grads, loss, acc, length), _AXIS)
+      grads, loss, acc, length, hinge = jax.lax.pmean((grads, loss, acc, length, hinge),
+                                                      _AXIS)
     updates, opt_state = optimizer.update(grads, state["opt_state"], params)
     new_params = optax.apply_updates(params, updates)
     finite = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(new_params)
     new_state = {"step": state["step"] + 1, "params": new_params, "opt_state": opt_state}
     metrics = {"loss": loss, "accuracy": acc, "grad_norm": _global_norm(grads),
                "length": length, "finite": finite.astype(jnp.float32)}
+    if growth_penalty:
+      metrics["growth_hinge"] = hinge
     return new_state, metrics
 
   return body
@@ -220,6 +261,14 @@ class TrainStep:
       raise ValueError(f"train.batch_size ({tc.batch_size}) must be divisible by the number "
                        f"of devices ({num_devices}).")
     self._min, self._max = int(tc.min_length), int(tc.train_length)
+    state_noise = float(tc.get("state_noise", 0.0))
+    growth_penalty = float(tc.get("growth_penalty", 0.0))
+    growth_margin = float(tc.get("growth_margin", 0.0)) if growth_penalty else None
+    if (state_noise or growth_penalty) and not getattr(model, "dynamic_length", False):
+      raise ValueError(f"train.state_noise and train.growth_penalty > 0 need a model with "
+                       f"last_state(..., regularise) (dynamic_length: sdssm, sdssm_mlp), "
+                       f"got {type(model).__name__}.")
+    noise_size = int(model.state_size) if state_noise else None
     concentration = float(tc.get("symbol_concentration", 0.0))
     if concentration:  # training strings with their own symbol distributions
       task = tasks.symbol_mixture(task, concentration)
@@ -231,7 +280,8 @@ class TrainStep:
                     and bool(getattr(model, "dynamic_length", False)))
     dynamic_model = bool(getattr(model, "dynamic_length", False))
     logits_fn = _read_logits_fn(model, task.vocab_size, query_symbol,
-                                uniform_length=self.dynamic)
+                                uniform_length=self.dynamic, state_noise=state_noise,
+                                growth_margin=growth_margin)
     if self.length_sampling == "per_sequence":
       self.buckets = (self._max,)
       # The same tokens either way; dynamic models get them without the query.
@@ -239,7 +289,9 @@ class TrainStep:
       make_batch = lambda key: data.training_batch(task, key, tc.batch_size, self._min,
                                                    self._max, batch_query)
       self._fns[self._max] = _compile(
-          _step_body(model, optimizer, num_devices, make_batch, logits_fn), mesh, 0)
+          _step_body(model, optimizer, num_devices, make_batch, logits_fn, noise_size,
+                     growth_penalty),
+          mesh, 0)
     else:
       # Dynamic models: one program over the largest bucket, the task tokens without the
       # query (the scan runs n steps). Others: a program per bucket, the query inside.
@@ -248,7 +300,9 @@ class TrainStep:
       if self.dynamic:
         make_batch = _same_data_batch(task, tc.batch_size, self._min, self._max)
         self._fns[self._max] = _compile(
-            _step_body(model, optimizer, num_devices, make_batch, logits_fn), mesh, 1)
+            _step_body(model, optimizer, num_devices, make_batch, logits_fn, noise_size,
+                     growth_penalty),
+            mesh, 1)
       for bucket in ([] if self.dynamic else self.buckets):
         make_batch = (lambda key, n, bucket=bucket: data.per_batch_training_batch(
             task, key, tc.batch_size, n, bucket, query_symbol))

@@ -31,6 +31,7 @@ from sdssm_jax.validation import check_token_ids
 
 __all__ = ["SDSSM", "LayerNorm", "UNSCALED_GROWTH_BITS", "column_normalize",
            "fits_unscaled", "growth_bits", "layer_norm", "select_transitions",
+           "training_final_state",
            "torch_linear_init",
            "dictionary_init", "PATHS"]
 
@@ -98,6 +99,93 @@ def fits_unscaled(steps: int, state_size: int, p: float) -> bool:
   """Whether ``steps`` steps stay in float32's range without rescaling, whatever the
   parameters (see :func:`growth_bits`)."""
   return int(steps) * max(growth_bits(state_size, p), 0.0) <= UNSCALED_GROWTH_BITS
+
+
+def _log_norm(x: jax.Array) -> jax.Array:
+  """log ||x|| over the last axis, with a finite value and a zero gradient at x = 0
+  (``jnp.linalg.norm``'s gradient there is 0/0)."""
+  squares = jnp.sum(jnp.square(x), axis=-1)
+  return 0.5 * jnp.log(jnp.maximum(squares, jnp.finfo(jnp.float32).tiny))
+
+
+def training_final_state(table: jax.Array, b: jax.Array, tokens: jax.Array, length, *,
+                         eps: Optional[jax.Array] = None, sigma: float = 0.0,
+                         margin: Optional[float] = None, rescale: bool = False):
+  """The final state of the recurrence, with the training regularisers that need every
+  state (``train.state_noise``, ``train.growth_penalty``):
+
+    y_t = Â[u_t] x_{t-1} + B[u_t],   x_t = y_t + sigma * rms(y_t) * eps_t,   x_0 = 0,
+
+  for ``t < length`` (x stays put after), ``rms(y) = sqrt(mean_i y_i^2)`` treated as a
+  constant by the gradient.
+
+  * State noise (``sigma`` > 0): relative, so a model cannot drown it by growing its
+    state; LayerNorm (scale-invariant) sees a perturbation of the state's direction of
+    about ``sigma`` per step.
+  * Growth hinge (``margin`` given): on every state the loop visits (x_{t-1}, t >= 2) and
+    for EVERY symbol v, the log growth of the homogeneous step ``g = log ||Â_v x|| - log
+    ||x||`` (nats), and the mean of ``relu(margin - g)**2`` over them. A model whose
+    transitions shrink the states it visits keeps them up with B's inputs: the
+    automaton's part of the state then fades against the inputs' part, slowly enough
+    not to show at the training lengths (c2xc4's zoo model: its class centroids merge
+    by length ~5,000, docs/long_lengths.md). The hinge asks every step to grow the
+    visited states by at least ``margin``.
+
+  Args:
+    table: ``[V, N, N]`` per-symbol normalised transitions Â(e_v).
+    b: ``[V, N]`` per-symbol inputs B[v].
+    tokens: int ``[..., L]`` in ``[0, V)`` (inside jit a larger id reads a wrong row).
+    length: int scalar or ``[...]``: steps to run (<= L); may be traced.
+    eps: ``[..., L, N]`` standard normal draws (step t uses ``eps[..., t, :]``), or None
+      (no noise).
+    sigma: the noise's relative size, >= 0.
+    margin: the growth hinge's margin in nats per step, or None (no hinge).
+    rescale: carry the state as ``(mantissa, exponent)`` with exact power-of-two
+      rescaling (``scan.renormalize``); noise and growth are relative, so they act on
+      the mantissa.
+  Returns:
+    ``(state, hinge)``: ``[..., N]`` float32 (``(mantissa, exponent int32 [...])`` with
+    rescale) and the scalar hinge (0.0 without ``margin``).
+  """
+  tokens = jnp.asarray(tokens)
+  batch, L = tokens.shape[:-1], tokens.shape[-1]
+  V, N = table.shape[0], table.shape[-1]
+  table = table.astype(jnp.float32)
+  b = b.astype(jnp.float32)
+  length = jnp.broadcast_to(jnp.asarray(length, jnp.int32), batch)
+  onehot = jax.nn.one_hot(jnp.moveaxis(tokens, -1, 0), V, dtype=jnp.float32)  # [L, ..., V]
+  noise = (jnp.zeros((L,) + batch + (N,), jnp.float32) if eps is None
+           else jnp.moveaxis(jnp.asarray(eps, jnp.float32), -2, 0))           # [L, ..., N]
+  # All V products per step and a one-hot select: the backward pass keeps [..., N]
+  # states per step, not a gathered [..., N, N] matrix.
+  flat = table.transpose(2, 0, 1).reshape(N, V * N)                           # [N, V N]
+  hi = jax.lax.Precision.HIGHEST
+
+  def step(carry, xs):
+    h, k, hinge_sum, count = carry
+    t, sel, e = xs
+    prods = jnp.dot(h, flat, precision=hi).reshape(batch + (V, N))
+    live = t < length
+    if margin is not None:
+      counted = (live & (t >= 1)).astype(jnp.float32)                       # x_{t-1} != 0
+      growth = _log_norm(prods) - _log_norm(h)[..., None]
+      hinge = jnp.sum(jnp.square(jax.nn.relu(margin - growth)), axis=-1)       # [...]
+      hinge_sum = hinge_sum + jnp.sum(hinge * counted)
+      count = count + V * jnp.sum(counted)
+    y = jnp.einsum("...v,...vn->...n", sel, prods, precision=hi)
+    y = y + (scan_lib.ldexp(sel @ b, -k) if rescale else sel @ b)
+    if eps is not None:
+      scale = jax.lax.stop_gradient(jnp.sqrt(jnp.mean(jnp.square(y), axis=-1, keepdims=True)))
+      y = y + sigma * scale * e
+    y, k_new = scan_lib.renormalize(y, k) if rescale else (y, k)
+    return (jnp.where(live[..., None], y, h), jnp.where(live, k_new, k), hinge_sum,
+            count), None
+
+  carry = (jnp.zeros(batch + (N,), jnp.float32), jnp.zeros(batch, jnp.int32),
+           jnp.float32(0.0), jnp.float32(0.0))
+  (h, k, hinge_sum, count), _ = jax.lax.scan(step, carry, (jnp.arange(L), onehot, noise))
+  hinge = hinge_sum / jnp.maximum(count, 1.0)
+  return ((h, k) if rescale else h), hinge
 
 
 # ----------------------------------------------------------------------- initialisers
@@ -259,13 +347,19 @@ class SDSSM(nn.Module):
     return table[:int(num_symbols)], self.B[:int(num_symbols)], table
 
   def last_state(self, tokens: jax.Array, length, num_symbols: Optional[int] = None,
-                 then: Optional[int] = None):
+                 then: Optional[int] = None, regularise: Optional[dict] = None):
     """The state after the first ``length`` (int scalar or ``[...]``, may be traced) of
     ``tokens`` ``[..., L]``: ``[..., N]`` (``(mantissa, exponent)`` when rescaled), as
     ``states`` would give at position ``length - 1``, without building every position's
     state (the sequential scan runs exactly ``length`` steps). ``num_symbols`` as in
     ``states``; ``then``: one more (static) symbol after that, e.g. the query token (what
-    ``step`` would do, sharing the transitions computed here)."""
+    ``step`` would do, sharing the transitions computed here).
+
+    ``regularise`` (training only): ``{"eps": [..., L, N] standard normal or None,
+    "sigma": float, "margin": float or None}`` runs :func:`training_final_state`: relative
+    state noise after every one of the ``length`` steps (the ``then`` step gets none)
+    and, with a margin, the growth hinge, which is ``sow``-n into the ``"losses"``
+    collection as ``growth_hinge`` (apply with ``mutable=["losses"]`` to read it)."""
     table, b, full = self._table(num_symbols)
     tokens = jnp.asarray(tokens)
     # Rescaling only changes a state by exact powers of two, so where the static length
@@ -275,9 +369,15 @@ class SDSSM(nn.Module):
     # rounding (tested).
     rescale = self.rescaled and not fits_unscaled(tokens.shape[-1] + (then is not None),
                                                   self.state_size, self.p_norm)
-    state = scan_lib.linear_recurrence(
-        table, b, index=tokens, method=self.scan_method, chunk_size=self.chunk_size,
-        rescale=rescale, length=length, input_table=True, final_state=True)
+    if regularise is not None:
+      state, hinge = training_final_state(table, b, tokens, length, rescale=rescale,
+                                          **regularise)
+      if regularise.get("margin") is not None:
+        self.sow("losses", "growth_hinge", hinge)
+    else:
+      state = scan_lib.linear_recurrence(
+          table, b, index=tokens, method=self.scan_method, chunk_size=self.chunk_size,
+          rescale=rescale, length=length, input_table=True, final_state=True)
     if self.rescaled and not rescale:
       state = (state, jnp.zeros(state.shape[:-1], jnp.int32))
     return state if then is None else self._apply_symbol(state, full[then], then)
