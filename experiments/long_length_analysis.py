@@ -14,12 +14,19 @@ energy):
   pushes a visited state out of the visited span);
 * ``word_gap``: for 32 random words of length 64, the mean of log(σ1/σ2) of the product
   of their transitions on the span: a large gap means long products collapse onto one
-  direction, erasing the automaton's state.
+  direction, erasing the automaton's state;
+* ``log2_norm``: the mean over 16 strings of log2 ||x_t|| (the raw state, rescaling
+  exponents included) at t = 40 and t = 10,000: whether the transitions grow the
+  states the model visits (the inputs B u_t then fade against the automaton's part) or
+  shrink them (the state is then held up by the inputs, and the automaton's part must
+  not fade against them).
 
 ``--previous ROOT`` adds the entries of an earlier zoo (a checkpoints directory, e.g.
 from git: ``git archive d6780cc sdssm_jax/zoo/checkpoints | tar -x -C /tmp/prev``) whose
 weights differ from the shipped ones, as ``<name> (previous)``: the same task and
 architecture with a shorter reach, so the two rows say what changed in the transitions.
+``--extra "NAME (LABEL)=ROOT"`` (repeatable) adds entry NAME of another checkpoints
+directory as its own row.
 
 Writes ``<out>.json``, ``<out>_table.md`` (the table) and ``<out>.png`` (accuracy vs length).
 """
@@ -50,6 +57,14 @@ def _curve(model, params, task, query, num=256, seed=zoo.LONG_SEED, chunk=64):
     valid += np.asarray(v)
   lengths = np.nonzero(valid)[0] + 1
   return lengths, correct[lengths - 1] / valid[lengths - 1]
+
+
+def _log2_norms(model, params, task, num=16, seed=zoo.LONG_SEED, at=(40, MAX_LENGTH)):
+  toks = task.sample(jax.random.PRNGKey(seed), num, MAX_LENGTH)["tokens"]
+  states = model.apply({"params": params}, toks, method="states")
+  m, k = states if isinstance(states, tuple) else (states, jnp.zeros(states.shape[:-1]))
+  logn = np.log2(np.linalg.norm(np.asarray(m, np.float64), axis=-1)) + np.asarray(k)
+  return [float(logn[:, min(t, logn.shape[1]) - 1].mean()) for t in at]
 
 
 def _spectra(model, params, task, query=None, rank_energy=0.9999, seed=3):
@@ -172,6 +187,9 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default="docs/long_lengths")
   parser.add_argument("--previous", default="", help="an earlier zoo's checkpoints directory")
+  parser.add_argument("--extra", action="append", default=[],
+                      help="'NAME (LABEL)=ROOT': entry NAME of the checkpoints directory ROOT "
+                           "as a row labelled 'NAME (LABEL)' (repeatable)")
   args = parser.parse_args()
   rows, curves = {}, {}
   entries = [(name, None, name) for name in zoo.names()]
@@ -179,6 +197,9 @@ def main() -> None:
     entries += [(f"{name} (previous)", args.previous, name) for name in zoo.names(args.previous)
                 if name in zoo.names()
                 and zoo.card(name, args.previous)["sha256"] != zoo.card(name)["sha256"]]
+  for extra in args.extra:
+    label, root = extra.rsplit("=", 1)
+    entries.append((label, root, label.split(" ")[0]))
   for label, root, name in sorted(entries, key=lambda e: (e[2], e[1] is not None)):
     model, params, card = zoo.load(name, root)
     _, task, query = zoo.build_model(card)
@@ -187,22 +208,24 @@ def main() -> None:
     rows[label] = {"first_below_99": int(below[0]) if len(below) else None,
                   **{str(L): float(acc[np.searchsorted(lengths, L)]) if L <= lengths[-1]
                      else float(acc[-1]) for L in (500, 1000, 2000, 5000, 10000)},
-                  **_spectra(model, params, task, query)}
+                  **_spectra(model, params, task, query),
+                  "log2_norm": _log2_norms(model, params, task)}
     curves[label] = (lengths, acc)
     print(label, rows[label], flush=True)
   with open(args.out + ".json", "w") as f:
     json.dump(rows, f, indent=1)
   lines = ["| model | 500 | 1,000 | 2,000 | 5,000 | 10,000 | first < 99% | span rank | "
            "σ2/σ1 on span | leak | log σ1/σ2 of 64-step words | λ1, λ2 per 1,000 steps | "
-           "relation error, 1 and 10 relations |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "relation error, 1 and 10 relations | log2 ||x|| at 40 and 10,000 |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for name, r in rows.items():
     cells = " | ".join(f"{100 * r[str(L)]:.1f}%" for L in (500, 1000, 2000, 5000, 10000))
     lines.append(f"| `{name}` | {cells} | {r['first_below_99'] or 'none'} | {r['rank']} | "
                  f"{r['sv_ratio']:.3f} | {r['leak']:.2e} | {r['word_gap']:.2f} | "
                  f"{1000 * r['lyapunov'][0]:.2f}, {1000 * r['lyapunov'][1]:.2f} | "
                  + (f"{r['relation_error']['1']:.3f}, {r['relation_error']['10']:.3f} |"
-                    if r["relation_error"] else "- |"))
+                    if r["relation_error"] else "- |")
+                 + f" {r['log2_norm'][0]:.2f}, {r['log2_norm'][1]:.2f} |")
   with open(args.out + "_table.md", "w") as f:
     f.write("\n".join(lines) + "\n")
   import matplotlib
@@ -214,7 +237,7 @@ def main() -> None:
     name = label.split(" ")[0]
     color = colors.setdefault(name, f"C{len(colors)}")
     ax.plot(lengths, acc, label=label, lw=1, color=color,
-            ls="--" if label.endswith("(previous)") else "-")
+            ls="-" if label == name else "--" if label.endswith("(previous)") else ":")
   ax.set_xscale("log")
   ax.axhline(0.99, color="gray", lw=0.5, ls="--")
   ax.axvline(40, color="gray", lw=0.5)

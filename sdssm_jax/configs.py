@@ -12,6 +12,7 @@ import math
 import ml_collections
 
 from sdssm_jax import models, tasks
+from sdssm_jax.models.sdssm import GROWTH_SIDES
 from sdssm_jax.scan import METHODS
 
 __all__ = ["DECAY_MASKS", "OFFICIAL", "check_field", "get_config", "get_smoke_config",
@@ -117,7 +118,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.growth_penalty = 0.0     # w > 0 (SD-SSM only): loss + w * mean relu(margin - g)^2,
                                    # g = log ||Â_v x|| - log ||x|| over visited states x and
                                    # all symbols v: transitions that do not shrink the states
-  c.train.growth_margin = 0.0      # that hinge's margin, nats per step
+  c.train.growth_margin = 0.0      # that penalty's margin (target), nats per step
+  c.train.growth_sides = "below"   # "below": relu(margin - g)^2; "both": (g - margin)^2
+                                   # (margin 0: norm-preserving on the visited states)
   c.train.log_every = 100          # steps between metric lines (JSONL, TensorBoard)
   c.train.checkpoint_every = 1000  # steps between checkpoints
   c.train.keep_checkpoints = 3     # how many recent checkpoints to keep
@@ -247,6 +250,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
       raise ValueError(f"train.{field} > 0 needs a model whose training scan takes it; "
                        f"{c.model!r} has none. Valid models: " + ", ".join(
                            n for n in models.names() if scan_regularised(n)) + ".")
+  _choice(c.train.get("growth_sides", "below"), GROWTH_SIDES, "train.growth_sides")
   if not number(c.train.get("growth_margin", 0.0)):
     raise ValueError(f"train.growth_margin must be a finite number (nats per step), got "
                      f"{c.train.get('growth_margin')!r}.")

@@ -86,7 +86,8 @@ ADDED_FIELDS = {"train.length_sampling": "per_sequence", "optimizer.boundaries":
                 # no state noise in the training scan
                 "train.state_noise": 0.0,
                 # no growth hinge in the loss
-                "train.growth_penalty": 0.0, "train.growth_margin": 0.0}
+                "train.growth_penalty": 0.0, "train.growth_margin": 0.0,
+                "train.growth_sides": "below"}
 # Learning-rate schedules whose every step depends on ``train.steps``.
 STEPS_DEPENDENT_SCHEDULES = ("cosine", "warmup_cosine")
 

@@ -48,9 +48,11 @@ relative noise to every state of the training scan, ``x_t <- x_t + sigma * rms(x
 eps_t`` (``models.sdssm.noisy_final_state``), so the model must learn to pull perturbed
 states back; evaluation runs without noise. That loop is autodiff of ``lax.scan`` with
 all V products per step, not the hand-written table VJP: slower per step.
-``config.train.growth_penalty`` = w > 0 adds ``w * hinge`` to the loss, the hinge being
-the mean of ``relu(train.growth_margin - log ||Â_v x|| / ||x||)**2`` over the visited
-states x and every symbol v (``models.sdssm.training_final_state``; the same loop).
+``config.train.growth_penalty`` = w > 0 adds ``w * penalty`` to the loss, the penalty
+being the mean of ``relu(m - g)**2`` (``train.growth_sides="below"``) or ``(g - m)**2``
+(``"both"``) with ``g = log ||Â_v x|| / ||x||`` over the visited states x and every
+symbol v and ``m = train.growth_margin`` (``models.sdssm.training_final_state``; the same
+loop).
 
 Metrics: ``loss``, ``accuracy``, ``grad_norm`` (of the reduced gradient, before
 clipping), ``length`` (the batch's mean task-input length: the step's n in per-batch
@@ -120,7 +122,7 @@ def _local_rows(batch: Dict[str, jax.Array], num_devices: int) -> Dict[str, jax.
 
 def _read_logits_fn(model, num_symbols: Optional[int], query_symbol: Optional[int],
                     uniform_length: bool = False, state_noise: float = 0.0,
-                    growth_margin: Optional[float] = None):
+                    growth_margin: Optional[float] = None, growth_sides: str = "below"):
   """``(params, batch) -> (logits [B, C], growth hinge)`` at each sequence's read
   position (the hinge is 0.0 unless ``growth_margin`` is given).
 
@@ -138,7 +140,7 @@ def _read_logits_fn(model, num_symbols: Optional[int], query_symbol: Optional[in
                                                     batch["read_pos"]), jnp.float32(0.0))
   regularise = None
   if state_noise or growth_margin is not None:
-    regularise = dict(sigma=state_noise, margin=growth_margin)
+    regularise = dict(sigma=state_noise, margin=growth_margin, sides=growth_sides)
 
   def logits_fn(p, batch):
     variables = {"params": p}
@@ -264,6 +266,7 @@ class TrainStep:
     state_noise = float(tc.get("state_noise", 0.0))
     growth_penalty = float(tc.get("growth_penalty", 0.0))
     growth_margin = float(tc.get("growth_margin", 0.0)) if growth_penalty else None
+    growth_sides = tc.get("growth_sides", "below")
     if (state_noise or growth_penalty) and not getattr(model, "dynamic_length", False):
       raise ValueError(f"train.state_noise and train.growth_penalty > 0 need a model with "
                        f"last_state(..., regularise) (dynamic_length: sdssm, sdssm_mlp), "
@@ -281,7 +284,7 @@ class TrainStep:
     dynamic_model = bool(getattr(model, "dynamic_length", False))
     logits_fn = _read_logits_fn(model, task.vocab_size, query_symbol,
                                 uniform_length=self.dynamic, state_noise=state_noise,
-                                growth_margin=growth_margin)
+                                growth_margin=growth_margin, growth_sides=growth_sides)
     if self.length_sampling == "per_sequence":
       self.buckets = (self._max,)
       # The same tokens either way; dynamic models get them without the query.

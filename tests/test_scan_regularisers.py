@@ -25,7 +25,8 @@ def _tables(seed=0, V=3, N=8, K=4, p=1.2):
   return table, rng.normal(size=(V, N)).astype(np.float32)
 
 
-def _reference(table, b, tokens, lengths, eps, sigma, margin=0.0, with_hinge=False):
+def _reference(table, b, tokens, lengths, eps, sigma, margin=0.0, with_hinge=False,
+               sides="below"):
   """float64, one sequence and one step at a time: final states (and the hinge)."""
   table, b, eps = (np.asarray(x, np.float64) for x in (table, b, eps))
   out, hinges = [], []
@@ -35,7 +36,7 @@ def _reference(table, b, tokens, lengths, eps, sigma, margin=0.0, with_hinge=Fal
       if t >= 1:
         for a in table:
           g = np.log(np.linalg.norm(a @ x)) - np.log(np.linalg.norm(x))
-          hinges.append(max(margin - g, 0.0) ** 2)
+          hinges.append((margin - g) ** 2 if sides == "both" else max(margin - g, 0.0) ** 2)
       y = table[seq[t]] @ x + b[seq[t]]
       x = y + sigma * np.sqrt(np.mean(y ** 2)) * e[t]
     out.append(x)
@@ -87,10 +88,11 @@ def test_growth_hinge_matches_a_float64_loop(sigma):
   tokens = rng.integers(0, 3, size=(4, 10))
   lengths = np.array([10, 2, 6, 1])
   eps = rng.normal(size=(4, 10, 8)).astype(np.float32)
-  for margin in (0.0, 0.5):
+  for margin, sides in ((0.0, "below"), (0.5, "below"), (0.0, "both"), (-0.3, "both")):
     state, hinge = training_final_state(table, b, tokens, lengths, eps=eps, sigma=sigma,
-                                        margin=margin)
-    want_state, want_hinge = _reference(table, b, tokens, lengths, eps, sigma, margin, True)
+                                        margin=margin, sides=sides)
+    want_state, want_hinge = _reference(table, b, tokens, lengths, eps, sigma, margin, True,
+                                        sides)
     np.testing.assert_allclose(np.asarray(state), want_state, rtol=2e-5, atol=1e-5)
     np.testing.assert_allclose(float(hinge), want_hinge, rtol=1e-4, atol=1e-7)
     assert want_hinge > 1e-3  # these random transitions shrink some states
@@ -98,8 +100,13 @@ def test_growth_hinge_matches_a_float64_loop(sigma):
   _, hinge = training_final_state(table * 8.0, b, tokens, lengths, margin=0.1)
   want = _reference(table * 8.0, b, tokens, lengths, np.zeros((4, 10, 8)), 0.0, 0.1, True)[1]
   assert float(hinge) == pytest.approx(want, abs=1e-7)
-  # Without a margin the hinge is 0.0.
+  # ... but both sides count it.
+  _, hinge = training_final_state(table * 8.0, b, tokens, lengths, margin=0.1, sides="both")
+  assert float(hinge) > 1.0
+  # Without a margin the penalty is 0.0.
   assert float(training_final_state(table, b, tokens, lengths)[1]) == 0.0
+  with pytest.raises(ValueError, match="valid choices: below, both"):
+    training_final_state(table, b, tokens, lengths, margin=0.0, sides="above")
 
 
 def test_zero_noise_is_the_models_scan_values_and_gradients():
@@ -166,6 +173,13 @@ def test_train_step_adds_the_growth_hinge_to_the_loss():
   assert float(m["accuracy"]) == float(plain["accuracy"])
   assert float(m["finite"]) == 1.0 and np.isfinite(float(m["grad_norm"]))
   assert float(m["grad_norm"]) != pytest.approx(float(plain["grad_norm"]), rel=1e-3)
+  # A margin far below every step's growth: no hinge below it, a penalty on both sides.
+  c.train.growth_margin = -5.0
+  for sides, positive in (("below", False), ("both", True)):
+    c.train.growth_sides = sides
+    step, state = _step(c)
+    _, m = step(state, jax.random.PRNGKey(1))
+    assert (float(m["growth_hinge"]) > 1.0) == positive, sides
 
 
 def test_config_validates_state_noise_and_growth_penalty():
@@ -180,6 +194,12 @@ def test_config_validates_state_noise_and_growth_penalty():
   c.train.state_noise = 0.0
   c.train.growth_penalty, c.train.growth_margin = 1.0, 0.01
   configs.validate(c)
+  c.train.growth_sides = "both"
+  configs.validate(c)
+  c.train.growth_sides = "above"
+  with pytest.raises(ValueError, match="train.growth_sides.*below, both"):
+    configs.validate(c)
+  c.train.growth_sides = "both"
   for field, bad in (("growth_penalty", -1.0), ("growth_penalty", float("nan")),
                      ("growth_margin", float("inf"))):
     old = c.train[field]

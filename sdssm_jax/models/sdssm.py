@@ -29,7 +29,7 @@ from sdssm_jax.models.base import LAYER_NORM_EPS, register
 from sdssm_jax.models.readouts import READOUTS, make_readout
 from sdssm_jax.validation import check_token_ids
 
-__all__ = ["SDSSM", "LayerNorm", "UNSCALED_GROWTH_BITS", "column_normalize",
+__all__ = ["GROWTH_SIDES", "SDSSM", "LayerNorm", "UNSCALED_GROWTH_BITS", "column_normalize",
            "fits_unscaled", "growth_bits", "layer_norm", "select_transitions",
            "training_final_state",
            "torch_linear_init",
@@ -101,6 +101,10 @@ def fits_unscaled(steps: int, state_size: int, p: float) -> bool:
   return int(steps) * max(growth_bits(state_size, p), 0.0) <= UNSCALED_GROWTH_BITS
 
 
+#: ``training_final_state``'s growth penalties: a hinge below the margin, or both sides.
+GROWTH_SIDES = ("below", "both")
+
+
 def _log_norm(x: jax.Array) -> jax.Array:
   """log ||x|| over the last axis, with a finite value and a zero gradient at x = 0
   (``jnp.linalg.norm``'s gradient there is 0/0)."""
@@ -110,7 +114,8 @@ def _log_norm(x: jax.Array) -> jax.Array:
 
 def training_final_state(table: jax.Array, b: jax.Array, tokens: jax.Array, length, *,
                          eps: Optional[jax.Array] = None, sigma: float = 0.0,
-                         margin: Optional[float] = None, rescale: bool = False):
+                         margin: Optional[float] = None, sides: str = "below",
+                         rescale: bool = False):
   """The final state of the recurrence, with the training regularisers that need every
   state (``train.state_noise``, ``train.growth_penalty``):
 
@@ -122,14 +127,17 @@ def training_final_state(table: jax.Array, b: jax.Array, tokens: jax.Array, leng
   * State noise (``sigma`` > 0): relative, so a model cannot drown it by growing its
     state; LayerNorm (scale-invariant) sees a perturbation of the state's direction of
     about ``sigma`` per step.
-  * Growth hinge (``margin`` given): on every state the loop visits (x_{t-1}, t >= 2) and
-    for EVERY symbol v, the log growth of the homogeneous step ``g = log ||Â_v x|| - log
-    ||x||`` (nats), and the mean of ``relu(margin - g)**2`` over them. A model whose
-    transitions shrink the states it visits keeps them up with B's inputs: the
-    automaton's part of the state then fades against the inputs' part, slowly enough
-    not to show at the training lengths (c2xc4's zoo model: its class centroids merge
-    by length ~5,000, docs/long_lengths.md). The hinge asks every step to grow the
-    visited states by at least ``margin``.
+  * Growth penalty (``margin`` given): on every state the loop visits (x_{t-1}, t >= 2)
+    and for EVERY symbol v, the log growth of the homogeneous step ``g = log ||Â_v x|| -
+    log ||x||`` (nats), and the mean over them of ``relu(margin - g)**2`` (``sides=
+    "below"``: a hinge on steps that grow the visited states by less than ``margin``) or
+    ``(g - margin)**2`` (``"both"``; with margin 0: transitions that preserve the norm of
+    every visited state, as an automaton's permutations do). Why: a model whose
+    transitions shrink the states it visits keeps them up with B's inputs, and the
+    automaton's part of the state fades against the inputs' part, too slowly to show at
+    the training lengths (c2xc4's zoo model: its class centroids merge by length ~5,000);
+    and in every pair of zoo entries of one task, the one that grows its states less
+    holds longer (docs/long_lengths.md).
 
   Args:
     table: ``[V, N, N]`` per-symbol normalised transitions Â(e_v).
@@ -139,14 +147,17 @@ def training_final_state(table: jax.Array, b: jax.Array, tokens: jax.Array, leng
     eps: ``[..., L, N]`` standard normal draws (step t uses ``eps[..., t, :]``), or None
       (no noise).
     sigma: the noise's relative size, >= 0.
-    margin: the growth hinge's margin in nats per step, or None (no hinge).
+    margin: the growth penalty's margin (target) in nats per step, or None (none).
+    sides: ``"below"`` or ``"both"`` (:data:`GROWTH_SIDES`).
     rescale: carry the state as ``(mantissa, exponent)`` with exact power-of-two
       rescaling (``scan.renormalize``); noise and growth are relative, so they act on
       the mantissa.
   Returns:
     ``(state, hinge)``: ``[..., N]`` float32 (``(mantissa, exponent int32 [...])`` with
-    rescale) and the scalar hinge (0.0 without ``margin``).
+    rescale) and the scalar penalty (0.0 without ``margin``).
   """
+  if sides not in GROWTH_SIDES:
+    raise ValueError(f"Unknown sides {sides!r}; valid choices: {', '.join(GROWTH_SIDES)}.")
   tokens = jnp.asarray(tokens)
   batch, L = tokens.shape[:-1], tokens.shape[-1]
   V, N = table.shape[0], table.shape[-1]
@@ -169,7 +180,8 @@ def training_final_state(table: jax.Array, b: jax.Array, tokens: jax.Array, leng
     if margin is not None:
       counted = (live & (t >= 1)).astype(jnp.float32)                       # x_{t-1} != 0
       growth = _log_norm(prods) - _log_norm(h)[..., None]
-      hinge = jnp.sum(jnp.square(jax.nn.relu(margin - growth)), axis=-1)       # [...]
+      gap = margin - growth if sides == "both" else jax.nn.relu(margin - growth)
+      hinge = jnp.sum(jnp.square(gap), axis=-1)                                # [...]
       hinge_sum = hinge_sum + jnp.sum(hinge * counted)
       count = count + V * jnp.sum(counted)
     y = jnp.einsum("...v,...vn->...n", sel, prods, precision=hi)
@@ -356,7 +368,8 @@ class SDSSM(nn.Module):
     ``step`` would do, sharing the transitions computed here).
 
     ``regularise`` (training only): ``{"eps": [..., L, N] standard normal or None,
-    "sigma": float, "margin": float or None}`` runs :func:`training_final_state`: relative
+    "sigma": float, "margin": float or None, "sides": str}`` runs
+    :func:`training_final_state`: relative
     state noise after every one of the ``length`` steps (the ``then`` step gets none)
     and, with a margin, the growth hinge, which is ``sow``-n into the ``"losses"``
     collection as ``growth_hinge`` (apply with ``mutable=["losses"]`` to read it)."""
