@@ -16,11 +16,13 @@ keeps its best validation checkpoint.
 
 Expected (measured 2026-12-06 on the project's 2-core CPU, two runs at a time): every zoo
 model at >= 99.9% on 41..500 on its test sample, stopping at step (train time)
-modular_arithmetic 54,500 (518 s), a5 12,500 (58 s), d4 6,000 (30 s), c2xc4 2,500 (11 s),
-parity 3,000 (20 s), even_pairs 1,500 (13 s), and cycle_navigation 3,500 (39 s; its
-recipe with mixture training strings, measured on one core that two other runs shared;
-the recipe before stopped at 57,000, 448 s): 11.5 min for the seven (docs/recipes.md,
-"Time to target" and "Training strings with their own symbol distribution").
+modular_arithmetic 54,500 (518 s), a5 12,500 (58 s), d4 6,000 (30 s), c2xc4 6,500 (35.5 s;
+its recipe with the growth penalty, measured on one core a Table B run shared; the
+recipe before stopped at 2,500, 11 s), parity 3,000 (20 s), even_pairs 1,500 (13 s), and
+cycle_navigation 3,500 (39 s; its recipe with mixture training strings, measured on one
+core that two other runs shared; the recipe before stopped at 57,000, 448 s): 11.9 min
+for the seven (docs/recipes.md, "Time to target", "Training strings with their own
+symbol distribution" and "Norm-preserving steps").
 """
 
 from sdssm_jax import zoo
