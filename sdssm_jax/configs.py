@@ -120,7 +120,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                    # all symbols v: transitions that do not shrink the states
   c.train.growth_margin = 0.0      # that penalty's margin (target), nats per step
   c.train.growth_sides = "below"   # "below": relu(margin - g)^2; "both": (g - margin)^2
-                                   # (margin 0: norm-preserving on the visited states)
+                                   # (margin 0: norm-preserving on the visited states);
+                                   # "above": relu(g - margin)^2
   c.train.log_every = 100          # steps between metric lines (JSONL, TensorBoard)
   c.train.checkpoint_every = 1000  # steps between checkpoints
   c.train.keep_checkpoints = 3     # how many recent checkpoints to keep

@@ -49,8 +49,8 @@ eps_t`` (``models.sdssm.noisy_final_state``), so the model must learn to pull pe
 states back; evaluation runs without noise. That loop is autodiff of ``lax.scan`` with
 all V products per step, not the hand-written table VJP: slower per step.
 ``config.train.growth_penalty`` = w > 0 adds ``w * penalty`` to the loss, the penalty
-being the mean of ``relu(m - g)**2`` (``train.growth_sides="below"``) or ``(g - m)**2``
-(``"both"``) with ``g = log ||Â_v x|| / ||x||`` over the visited states x and every
+being the mean of ``relu(m - g)**2`` (``train.growth_sides="below"``), ``(g - m)**2``
+(``"both"``) or ``relu(g - m)**2`` (``"above"``) with ``g = log ||Â_v x|| / ||x||`` over the visited states x and every
 symbol v and ``m = train.growth_margin`` (``models.sdssm.training_final_state``; the same
 loop).
 

@@ -36,7 +36,8 @@ def _reference(table, b, tokens, lengths, eps, sigma, margin=0.0, with_hinge=Fal
       if t >= 1:
         for a in table:
           g = np.log(np.linalg.norm(a @ x)) - np.log(np.linalg.norm(x))
-          hinges.append((margin - g) ** 2 if sides == "both" else max(margin - g, 0.0) ** 2)
+          gap = {"below": max(margin - g, 0.0), "both": margin - g, "above": max(g - margin, 0.0)}
+          hinges.append(gap[sides] ** 2)
       y = table[seq[t]] @ x + b[seq[t]]
       x = y + sigma * np.sqrt(np.mean(y ** 2)) * e[t]
     out.append(x)
@@ -88,7 +89,8 @@ def test_growth_hinge_matches_a_float64_loop(sigma):
   tokens = rng.integers(0, 3, size=(4, 10))
   lengths = np.array([10, 2, 6, 1])
   eps = rng.normal(size=(4, 10, 8)).astype(np.float32)
-  for margin, sides in ((0.0, "below"), (0.5, "below"), (0.0, "both"), (-0.3, "both")):
+  for margin, sides in ((0.0, "below"), (0.5, "below"), (0.0, "both"), (-0.3, "both"),
+                        (-0.3, "above")):
     state, hinge = training_final_state(table, b, tokens, lengths, eps=eps, sigma=sigma,
                                         margin=margin, sides=sides)
     want_state, want_hinge = _reference(table, b, tokens, lengths, eps, sigma, margin, True,
@@ -100,13 +102,14 @@ def test_growth_hinge_matches_a_float64_loop(sigma):
   _, hinge = training_final_state(table * 8.0, b, tokens, lengths, margin=0.1)
   want = _reference(table * 8.0, b, tokens, lengths, np.zeros((4, 10, 8)), 0.0, 0.1, True)[1]
   assert float(hinge) == pytest.approx(want, abs=1e-7)
-  # ... but both sides count it.
-  _, hinge = training_final_state(table * 8.0, b, tokens, lengths, margin=0.1, sides="both")
-  assert float(hinge) > 1.0
+  # ... but both sides, or the hinge above, count it.
+  for sides in ("both", "above"):
+    _, hinge = training_final_state(table * 8.0, b, tokens, lengths, margin=0.1, sides=sides)
+    assert float(hinge) > 1.0
   # Without a margin the penalty is 0.0.
   assert float(training_final_state(table, b, tokens, lengths)[1]) == 0.0
-  with pytest.raises(ValueError, match="valid choices: below, both"):
-    training_final_state(table, b, tokens, lengths, margin=0.0, sides="above")
+  with pytest.raises(ValueError, match="valid choices: below, both, above"):
+    training_final_state(table, b, tokens, lengths, margin=0.0, sides="over")
 
 
 def test_zero_noise_is_the_models_scan_values_and_gradients():
@@ -196,8 +199,8 @@ def test_config_validates_state_noise_and_growth_penalty():
   configs.validate(c)
   c.train.growth_sides = "both"
   configs.validate(c)
-  c.train.growth_sides = "above"
-  with pytest.raises(ValueError, match="train.growth_sides.*below, both"):
+  c.train.growth_sides = "over"
+  with pytest.raises(ValueError, match="train.growth_sides.*below, both, above"):
     configs.validate(c)
   c.train.growth_sides = "both"
   for field, bad in (("growth_penalty", -1.0), ("growth_penalty", float("nan")),

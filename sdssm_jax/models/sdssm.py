@@ -101,8 +101,9 @@ def fits_unscaled(steps: int, state_size: int, p: float) -> bool:
   return int(steps) * max(growth_bits(state_size, p), 0.0) <= UNSCALED_GROWTH_BITS
 
 
-#: ``training_final_state``'s growth penalties: a hinge below the margin, or both sides.
-GROWTH_SIDES = ("below", "both")
+#: ``training_final_state``'s growth penalties: a hinge below the margin, both sides, or
+#: a hinge above it.
+GROWTH_SIDES = ("below", "both", "above")
 
 
 def _log_norm(x: jax.Array) -> jax.Array:
@@ -130,9 +131,11 @@ def training_final_state(table: jax.Array, b: jax.Array, tokens: jax.Array, leng
   * Growth penalty (``margin`` given): on every state the loop visits (x_{t-1}, t >= 2)
     and for EVERY symbol v, the log growth of the homogeneous step ``g = log ||Â_v x|| -
     log ||x||`` (nats), and the mean over them of ``relu(margin - g)**2`` (``sides=
-    "below"``: a hinge on steps that grow the visited states by less than ``margin``) or
+    "below"``: a hinge on steps that grow the visited states by less than ``margin``),
     ``(g - margin)**2`` (``"both"``; with margin 0: transitions that preserve the norm of
-    every visited state, as an automaton's permutations do). Why: a model whose
+    every visited state, as an automaton's permutations do) or ``relu(g - margin)**2``
+    (``"above"``: a hinge on steps that grow them by more, for automata whose symbols
+    may also merge states, which shrinks them). Why: a model whose
     transitions shrink the states it visits keeps them up with B's inputs, and the
     automaton's part of the state fades against the inputs' part, too slowly to show at
     the training lengths (c2xc4's zoo model: its class centroids merge by length ~5,000);
@@ -148,7 +151,7 @@ def training_final_state(table: jax.Array, b: jax.Array, tokens: jax.Array, leng
       (no noise).
     sigma: the noise's relative size, >= 0.
     margin: the growth penalty's margin (target) in nats per step, or None (none).
-    sides: ``"below"`` or ``"both"`` (:data:`GROWTH_SIDES`).
+    sides: ``"below"``, ``"both"`` or ``"above"`` (:data:`GROWTH_SIDES`).
     rescale: carry the state as ``(mantissa, exponent)`` with exact power-of-two
       rescaling (``scan.renormalize``); noise and growth are relative, so they act on
       the mantissa.
@@ -180,7 +183,8 @@ def training_final_state(table: jax.Array, b: jax.Array, tokens: jax.Array, leng
     if margin is not None:
       counted = (live & (t >= 1)).astype(jnp.float32)                       # x_{t-1} != 0
       growth = _log_norm(prods) - _log_norm(h)[..., None]
-      gap = margin - growth if sides == "both" else jax.nn.relu(margin - growth)
+      gap = {"below": lambda: jax.nn.relu(margin - growth), "both": lambda: margin - growth,
+             "above": lambda: jax.nn.relu(growth - margin)}[sides]()
       hinge = jnp.sum(jnp.square(gap), axis=-1)                                # [...]
       hinge_sum = hinge_sum + jnp.sum(hinge * counted)
       count = count + V * jnp.sum(counted)
