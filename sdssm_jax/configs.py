@@ -115,9 +115,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.state_noise = 0.0        # sigma > 0: relative noise sigma * rms(x) * N(0, I) on
                                    # every training state (SD-SSM only; evaluation has
                                    # none): a regulariser for drift beyond the train lengths
-  c.train.growth_penalty = 0.0     # w > 0 (SD-SSM only): loss + w * mean relu(margin - g)^2,
+  c.train.growth_penalty = 0.0     # w > 0 (SD-SSM only): loss + w * mean penalty(g),
                                    # g = log ||Â_v x|| - log ||x|| over visited states x and
-                                   # all symbols v: transitions that do not shrink the states
+                                   # all symbols v (the penalty: growth_sides below)
   c.train.growth_margin = 0.0      # that penalty's margin (target), nats per step
   c.train.growth_sides = "below"   # "below": relu(margin - g)^2; "both": (g - margin)^2
                                    # (margin 0: norm-preserving on the visited states);

@@ -45,14 +45,14 @@ devices (up to float rounding).
 
 ``config.train.state_noise`` = sigma > 0 (SD-SSM: models with ``dynamic_length``) adds
 relative noise to every state of the training scan, ``x_t <- x_t + sigma * rms(x_t) *
-eps_t`` (``models.sdssm.noisy_final_state``), so the model must learn to pull perturbed
+eps_t`` (``models.sdssm.training_final_state``), so the model must learn to pull perturbed
 states back; evaluation runs without noise. That loop is autodiff of ``lax.scan`` with
 all V products per step, not the hand-written table VJP: slower per step.
 ``config.train.growth_penalty`` = w > 0 adds ``w * penalty`` to the loss, the penalty
 being the mean of ``relu(m - g)**2`` (``train.growth_sides="below"``), ``(g - m)**2``
-(``"both"``) or ``relu(g - m)**2`` (``"above"``) with ``g = log ||Â_v x|| / ||x||`` over the visited states x and every
-symbol v and ``m = train.growth_margin`` (``models.sdssm.training_final_state``; the same
-loop).
+(``"both"``) or ``relu(g - m)**2`` (``"above"``), with ``g = log ||Â_v x|| / ||x||`` over
+the visited states x and every symbol v and ``m = train.growth_margin`` (the same loop).
+Both reach the loss through the one pmean of the step.
 
 Metrics: ``loss``, ``accuracy``, ``grad_norm`` (of the reduced gradient, before
 clipping), ``length`` (the batch's mean task-input length: the step's n in per-batch
