@@ -122,6 +122,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.growth_sides = "below"   # "below": relu(margin - g)^2; "both": (g - margin)^2
                                    # (margin 0: norm-preserving on the visited states);
                                    # "above": relu(g - margin)^2
+  c.train.init_from = ""           # "": parameters drawn from `seed`; "zoo:<name>": start
+                                   # from a zoo model's weights; a workdir path: from its
+                                   # best checkpoint (checksums verified). Fine-tuning: the
+                                   # optimizer state starts afresh; used at step 0 only
   c.train.log_every = 100          # steps between metric lines (JSONL, TensorBoard)
   c.train.checkpoint_every = 1000  # steps between checkpoints
   c.train.keep_checkpoints = 3     # how many recent checkpoints to keep
@@ -255,6 +259,15 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if not number(c.train.get("growth_margin", 0.0)):
     raise ValueError(f"train.growth_margin must be a finite number (nats per step), got "
                      f"{c.train.get('growth_margin')!r}.")
+  init_from = c.train.get("init_from", "")
+  if not isinstance(init_from, str):
+    raise ValueError("train.init_from must be a string: '' (fresh parameters), "
+                     f"'zoo:<name>' or a workdir path, got {init_from!r}.")
+  if init_from.startswith("zoo:"):
+    from sdssm_jax import zoo  # a leaf of configs' users; imported here, not at the top
+    if init_from[4:] not in zoo.names():
+      raise ValueError(f"Unknown zoo model {init_from[4:]!r} in train.init_from; valid "
+                       "choices: " + ", ".join(f"zoo:{n}" for n in zoo.names()) + ".")
   positive = {
       "train.steps": c.train.steps, "train.batch_size": c.train.batch_size,
       "train.min_length": c.train.min_length, "train.train_length": c.train.train_length,

@@ -107,10 +107,15 @@ def make_model(config: ml_collections.ConfigDict):
   return model, task, query_symbol
 
 
-def init_state(model, optimizer, key: jax.Array, mesh: Optional[Mesh] = None) -> Dict[str, Any]:
+def init_state(model, optimizer, key: jax.Array, mesh: Optional[Mesh] = None,
+               params=None) -> Dict[str, Any]:
   """The training state pytree ``{"step", "params", "opt_state"}``, replicated over
-  ``mesh`` when given (as the train step returns it, so the step compiles once)."""
-  params = model.init(key, jnp.zeros((1, 2), jnp.int32))["params"]
+  ``mesh`` when given (as the train step returns it, so the step compiles once).
+  ``params``: start from these (:func:`initial_params`) instead of drawing them."""
+  if params is None:
+    params = model.init(key, jnp.zeros((1, 2), jnp.int32))["params"]
+  else:
+    params = jax.tree_util.tree_map(jnp.asarray, params)
   state = {"step": jnp.zeros((), jnp.int32), "params": params,
            "opt_state": optimizer.init(params)}
   return state if mesh is None else distributed.replicate(state, NamedSharding(mesh, P()))
@@ -351,6 +356,80 @@ def load_params(workdir: str, which: str = "best"):
     return (restored["params"] if which == "best" else restored["state"]["params"]), step
 
 
+INIT_FROM_FILE = "init_from.json"
+
+
+def initial_params(config: ml_collections.ConfigDict, workdir: Optional[str] = None):
+  """The parameters ``train.init_from`` names, checked against the config's model.
+
+  ``"zoo:<name>"``: a zoo model's weights (sha256 checked against its card);
+  otherwise a workdir: its best checkpoint, whose checksums are verified first (a
+  damaged checkpoint is refused, never restored).
+
+  Returns:
+    ``(params, source)``: a plain pytree of numpy arrays and a record of where it came
+    from (``source``, ``step``, ``weights_sha256``), or ``(None, None)`` when
+    ``init_from`` is empty.
+  Raises:
+    ValueError: the source is the run's own workdir, has no intact best checkpoint, or
+      its parameters' tree, shapes or dtypes differ from the config's model (every
+      differing path is named).
+  """
+  from sdssm_jax import zoo
+  init_from = config.train.get("init_from", "")
+  if not init_from:
+    return None, None
+  if init_from.startswith("zoo:"):
+    _, params, card = zoo.load(init_from[4:])
+    step = card["checkpoint_step"]
+    differing = {k: (card[k], v) for k, v in (("task", config.task),
+                                              ("model", config.model),
+                                              ("query_token", config.query_token))
+                 if card[k] != v}
+    differing.update({f"model_config.{k}": (v, config.model_config.get(k))
+                      for k, v in card["training_config"]["model_config"].items()
+                      if k in config.model_config and config.model_config.get(k) != v})
+    if differing:
+      runs.report(f"train.init_from={init_from}: the zoo model was trained with " + ", ".join(
+          f"{k}={a!r}" for k, (a, _) in differing.items()) + "; this run has " + ", ".join(
+              f"{k}={b!r}" for k, (_, b) in differing.items()) + ".")
+  else:
+    source = os.path.abspath(init_from)
+    if workdir is not None and source == os.path.abspath(workdir):
+      raise ValueError(f"train.init_from={init_from!r} is this run's own workdir; a run "
+                       "resumes from its own checkpoints by itself. Name another run.")
+    best = os.path.join(source, "best")
+    steps = sorted((int(d) for d in os.listdir(best) if d.isdigit()), reverse=True) \
+        if os.path.isdir(best) else []
+    if not steps:
+      raise ValueError(f"train.init_from={init_from!r}: no best checkpoint under {best}. "
+                       "Valid choices: 'zoo:<name>' (" + ", ".join(zoo.names()) +
+                       ") or the workdir of a run that evaluated at least once.")
+    step = steps[0]
+    problem = runs.verify_checkpoint(os.path.join(best, str(step)))
+    if problem:
+      raise ValueError(f"train.init_from={init_from!r}: its best checkpoint (step {step}) "
+                       f"cannot be trusted ({problem}); it was not restored.")
+    with ocp.CheckpointManager(best) as mngr:
+      params = _restore_anywhere(mngr, step)["params"]
+    params = jax.tree_util.tree_map(np.asarray, params)
+  model, _, _ = make_model(config)
+  template = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                               jnp.zeros((1, 2), jnp.int32))["params"])
+  want = {jax.tree_util.keystr(k): (tuple(v.shape), str(v.dtype))
+          for k, v in jax.tree_util.tree_leaves_with_path(template)}
+  got = {jax.tree_util.keystr(k): (tuple(np.shape(v)), str(np.asarray(v).dtype))
+         for k, v in jax.tree_util.tree_leaves_with_path(params)}
+  if want != got:
+    bad = [f"{k}: {got.get(k, 'missing')} (source) vs {want.get(k, 'absent')} (model)"
+           for k in sorted(set(want) | set(got)) if want.get(k) != got.get(k)]
+    raise ValueError(f"train.init_from={init_from!r}: its parameters do not fit "
+                     f"{config.model} with this model_config ({len(bad)} differ, as (shape, "
+                     "dtype)):\n  " + "\n  ".join(bad))
+  return params, {"source": init_from, "step": int(step),
+                  "weights_sha256": zoo.weights_sha256(params)}
+
+
 def load_state(workdir: str):
   """``(state, step)``: the whole training state (``{"step", "params", "opt_state"}``) of
   a run's last checkpoint, on this process's first device, whatever devices (or
@@ -467,11 +546,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   ``eval.test_num > 0``, ``heldout_test`` (the accuracy of the final checkpoint on a
   sample drawn like the validation one with seed ``eval.test_seed``).
 
+  Fine-tuning: ``train.init_from`` (``"zoo:<name>"`` or another run's workdir) starts a
+  fresh run from those parameters (:func:`initial_params`: checked against the model and,
+  for a workdir, its checksums, before anything is written), with a fresh optimizer
+  state; the source and its weights' sha256 are kept in ``init_from.json`` and
+  ``results.json`` (``init_from``). A resumed run restores its own checkpoint.
+
   Returns:
     The content written to ``results.json``.
 
   Raises:
-    ValueError: invalid config (raised before anything is written).
+    ValueError: invalid config, or a ``train.init_from`` source that is missing, damaged
+      or does not fit the model (raised before anything is written).
     runs.RunConflictError: the workdir was trained under a different config.
     runs.WorkdirBusyError: another process is running in the workdir.
     runs.CheckpointError: checkpoints exist but none is intact.
@@ -491,10 +577,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     return _train_and_evaluate_multiprocess(config, workdir)
   if os.path.isdir(workdir):
     runs.check_identity(workdir, config)  # refuse before touching anything (no lock file)
+  # A fresh run's train.init_from source is loaded and checked before anything is written
+  # (a resumed run restores its own checkpoint and does not need the source any more).
+  fresh = not any(d.isdigit() for d in _listdir(os.path.join(workdir, "checkpoints")))
+  init = initial_params(config, workdir) if fresh else (None, None)
   os.makedirs(workdir, exist_ok=True)
   with runs.WorkdirLock(workdir), runs.SignalCatcher() as signals:
     stored = runs.check_identity(workdir, config)  # again, now that we hold the lock
-    return _train_and_evaluate(config, workdir, stored, signals)
+    return _train_and_evaluate(config, workdir, stored, signals, init)
+
+
+def _listdir(path: str) -> list:
+  return os.listdir(path) if os.path.isdir(path) else []
 
 
 def _train_and_evaluate_multiprocess(config, workdir: str) -> Dict[str, Any]:
@@ -516,7 +610,8 @@ def _train_and_evaluate_multiprocess(config, workdir: str) -> Dict[str, Any]:
     return _train_and_evaluate(config, workdir, stored, signals)
 
 
-def _train_and_evaluate(config, workdir: str, stored, signals) -> Dict[str, Any]:
+def _train_and_evaluate(config, workdir: str, stored, signals,
+                        init=(None, None)) -> Dict[str, Any]:
   # With several processes, `multi` marks each point where they must agree; `main`
   # (process 0, always True with one process) marks what only process 0 does.
   multi, main = distributed.is_multiprocess(), distributed.is_main()
@@ -571,6 +666,14 @@ def _train_and_evaluate(config, workdir: str, stored, signals) -> Dict[str, Any]
     restored, wall = _restore_last(last_mngr, last_step, state)
     # Restored with the template's (global, replicated) sharding.
     state = restored if multi else jax.device_put(restored, replicated)
+  elif config.train.get("init_from", ""):  # a fresh run from train.init_from's parameters
+    params, source = init if init[0] is not None else initial_params(config, workdir)
+    state = init_state(model, optimizer, init_key, mesh, params=params)
+    if main:
+      runs.report(f"starting from {source['source']} (its step {source['step']}, weights "
+                  f"sha256 {source['weights_sha256'][:12]}...)")
+      with open(os.path.join(workdir, INIT_FROM_FILE), "w") as f:
+        json.dump(source, f, indent=1)
   if best_step is not None:
     score = _restore_anywhere(best_mngr, best_step, replicated)["score"]
     best_score = tuple(float(s) for s in score)
@@ -760,6 +863,10 @@ def _train_and_evaluate(config, workdir: str, stored, signals) -> Dict[str, Any]
         "accuracy": sample_accuracy(scorer, params, test_sample, ec.batch_size, counter),
         "num": int(test_num), "min_length": int(val_lo), "max_length": int(ec.val_max_length),
         "seed": int(ec.test_seed), "checkpoint_step": ckpt_step}
+  init_record = os.path.join(workdir, INIT_FROM_FILE)
+  if config.train.get("init_from", "") and os.path.exists(init_record):
+    with open(init_record) as f:
+      extra["init_from"] = json.load(f)  # the source's weights at step 0 of this run
   if threshold > 0:
     extra["early_stop"] = {"threshold": threshold, "stopped_early": stopped_at is not None,
                            "step": stopped_at}
