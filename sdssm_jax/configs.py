@@ -12,7 +12,7 @@ import math
 import ml_collections
 
 from sdssm_jax import models, tasks
-from sdssm_jax.models.sdssm import GROWTH_SIDES
+from sdssm_jax.models.sdssm import GROWTH_SIDES, GROWTH_SYMBOLS
 from sdssm_jax.scan import METHODS
 
 __all__ = ["DECAY_MASKS", "OFFICIAL", "check_field", "get_config", "get_smoke_config",
@@ -122,6 +122,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.growth_sides = "below"   # "below": relu(margin - g)^2; "both": (g - margin)^2
                                    # (margin 0: norm-preserving on the visited states);
                                    # "above": relu(g - margin)^2
+  c.train.growth_symbols = "all"   # g for "all" symbols v at each visited state, or only
+                                   # for the symbol the string "read"s there (grammars)
   c.train.init_from = ""           # "": parameters drawn from `seed`; "zoo:<name>": start
                                    # from a zoo model's weights; a workdir path: from its
                                    # best checkpoint (checksums verified). Fine-tuning: the
@@ -256,6 +258,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
                        f"{c.model!r} has none. Valid models: " + ", ".join(
                            n for n in models.names() if scan_regularised(n)) + ".")
   _choice(c.train.get("growth_sides", "below"), GROWTH_SIDES, "train.growth_sides")
+  _choice(c.train.get("growth_symbols", "all"), GROWTH_SYMBOLS, "train.growth_symbols")
   if not number(c.train.get("growth_margin", 0.0)):
     raise ValueError(f"train.growth_margin must be a finite number (nats per step), got "
                      f"{c.train.get('growth_margin')!r}.")

@@ -87,7 +87,7 @@ ADDED_FIELDS = {"train.length_sampling": "per_sequence", "optimizer.boundaries":
                 "train.state_noise": 0.0,
                 # no growth hinge in the loss
                 "train.growth_penalty": 0.0, "train.growth_margin": 0.0,
-                "train.growth_sides": "below",
+                "train.growth_sides": "below", "train.growth_symbols": "all",
                 # parameters drawn from the seed (no fine-tuning source)
                 "train.init_from": ""}
 # Learning-rate schedules whose every step depends on ``train.steps``.

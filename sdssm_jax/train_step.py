@@ -51,7 +51,8 @@ all V products per step, not the hand-written table VJP: slower per step.
 ``config.train.growth_penalty`` = w > 0 adds ``w * penalty`` to the loss, the penalty
 being the mean of ``relu(m - g)**2`` (``train.growth_sides="below"``), ``(g - m)**2``
 (``"both"``) or ``relu(g - m)**2`` (``"above"``), with ``g = log ||Â_v x|| / ||x||`` over
-the visited states x and every symbol v and ``m = train.growth_margin`` (the same loop).
+the visited states x and every symbol v (``train.growth_symbols="read"``: only the symbol
+read there) and ``m = train.growth_margin`` (the same loop).
 Both reach the loss through the one pmean of the step.
 
 Metrics: ``loss``, ``accuracy``, ``grad_norm`` (of the reduced gradient, before
@@ -122,7 +123,8 @@ def _local_rows(batch: Dict[str, jax.Array], num_devices: int) -> Dict[str, jax.
 
 def _read_logits_fn(model, num_symbols: Optional[int], query_symbol: Optional[int],
                     uniform_length: bool = False, state_noise: float = 0.0,
-                    growth_margin: Optional[float] = None, growth_sides: str = "below"):
+                    growth_margin: Optional[float] = None, growth_sides: str = "below",
+                    growth_symbols: str = "all"):
   """``(params, batch) -> (logits [B, C], growth hinge)`` at each sequence's read
   position (the hinge is 0.0 unless ``growth_margin`` is given).
 
@@ -140,7 +142,8 @@ def _read_logits_fn(model, num_symbols: Optional[int], query_symbol: Optional[in
                                                     batch["read_pos"]), jnp.float32(0.0))
   regularise = None
   if state_noise or growth_margin is not None:
-    regularise = dict(sigma=state_noise, margin=growth_margin, sides=growth_sides)
+    regularise = dict(sigma=state_noise, margin=growth_margin, sides=growth_sides,
+                      symbols=growth_symbols)
 
   def logits_fn(p, batch):
     variables = {"params": p}
@@ -267,6 +270,7 @@ class TrainStep:
     growth_penalty = float(tc.get("growth_penalty", 0.0))
     growth_margin = float(tc.get("growth_margin", 0.0)) if growth_penalty else None
     growth_sides = tc.get("growth_sides", "below")
+    growth_symbols = tc.get("growth_symbols", "all")
     if (state_noise or growth_penalty) and not getattr(model, "dynamic_length", False):
       raise ValueError(f"train.state_noise and train.growth_penalty > 0 need a model with "
                        f"last_state(..., regularise) (dynamic_length: sdssm, sdssm_mlp), "
@@ -284,7 +288,8 @@ class TrainStep:
     dynamic_model = bool(getattr(model, "dynamic_length", False))
     logits_fn = _read_logits_fn(model, task.vocab_size, query_symbol,
                                 uniform_length=self.dynamic, state_noise=state_noise,
-                                growth_margin=growth_margin, growth_sides=growth_sides)
+                                growth_margin=growth_margin, growth_sides=growth_sides,
+                                growth_symbols=growth_symbols)
     if self.length_sampling == "per_sequence":
       self.buckets = (self._max,)
       # The same tokens either way; dynamic models get them without the query.

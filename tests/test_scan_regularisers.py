@@ -26,7 +26,7 @@ def _tables(seed=0, V=3, N=8, K=4, p=1.2):
 
 
 def _reference(table, b, tokens, lengths, eps, sigma, margin=0.0, with_hinge=False,
-               sides="below"):
+               sides="below", symbols="all"):
   """float64, one sequence and one step at a time: final states (and the hinge)."""
   table, b, eps = (np.asarray(x, np.float64) for x in (table, b, eps))
   out, hinges = [], []
@@ -34,7 +34,7 @@ def _reference(table, b, tokens, lengths, eps, sigma, margin=0.0, with_hinge=Fal
     x = np.zeros(table.shape[-1])
     for t in range(n):
       if t >= 1:
-        for a in table:
+        for a in (table if symbols == "all" else table[seq[t]][None]):
           g = np.log(np.linalg.norm(a @ x)) - np.log(np.linalg.norm(x))
           gap = {"below": max(margin - g, 0.0), "both": margin - g, "above": max(g - margin, 0.0)}
           hinges.append(gap[sides] ** 2)
@@ -89,15 +89,21 @@ def test_growth_hinge_matches_a_float64_loop(sigma):
   tokens = rng.integers(0, 3, size=(4, 10))
   lengths = np.array([10, 2, 6, 1])
   eps = rng.normal(size=(4, 10, 8)).astype(np.float32)
-  for margin, sides in ((0.0, "below"), (0.5, "below"), (0.0, "both"), (-0.3, "both"),
-                        (-0.3, "above")):
+  hinges = {}
+  for margin, sides, symbols in ((0.0, "below", "all"), (0.5, "below", "all"),
+                                 (0.0, "both", "all"), (-0.3, "both", "all"),
+                                 (-0.3, "above", "all"), (0.0, "both", "read"),
+                                 (0.5, "below", "read"), (-0.3, "above", "read")):
     state, hinge = training_final_state(table, b, tokens, lengths, eps=eps, sigma=sigma,
-                                        margin=margin, sides=sides)
+                                        margin=margin, sides=sides, symbols=symbols)
     want_state, want_hinge = _reference(table, b, tokens, lengths, eps, sigma, margin, True,
-                                        sides)
+                                        sides, symbols)
     np.testing.assert_allclose(np.asarray(state), want_state, rtol=2e-5, atol=1e-5)
     np.testing.assert_allclose(float(hinge), want_hinge, rtol=1e-4, atol=1e-7)
     assert want_hinge > 1e-3  # these random transitions shrink some states
+    hinges[margin, sides, symbols] = want_hinge
+  # Only the read symbols: another mean (a check that the two forms differ here).
+  assert abs(hinges[0.0, "both", "read"] - hinges[0.0, "both", "all"]) > 1e-3
   # Growing every state by more than the margin: no hinge. (x8: log 8 = 2.08 nats)
   _, hinge = training_final_state(table * 8.0, b, tokens, lengths, margin=0.1)
   want = _reference(table * 8.0, b, tokens, lengths, np.zeros((4, 10, 8)), 0.0, 0.1, True)[1]
@@ -110,6 +116,8 @@ def test_growth_hinge_matches_a_float64_loop(sigma):
   assert float(training_final_state(table, b, tokens, lengths)[1]) == 0.0
   with pytest.raises(ValueError, match="valid choices: below, both, above"):
     training_final_state(table, b, tokens, lengths, margin=0.0, sides="over")
+  with pytest.raises(ValueError, match="valid choices: all, read"):
+    training_final_state(table, b, tokens, lengths, margin=0.0, symbols="some")
 
 
 def test_zero_noise_is_the_models_scan_values_and_gradients():
@@ -183,6 +191,18 @@ def test_train_step_adds_the_growth_hinge_to_the_loss():
     step, state = _step(c)
     _, m = step(state, jax.random.PRNGKey(1))
     assert (float(m["growth_hinge"]) > 1.0) == positive, sides
+  # train.growth_symbols reaches the loop: only the read symbols, another hinge, and the
+  # loss is still the cross-entropy plus the weight times it.
+  c.train.growth_margin, c.train.growth_sides = 0.2, "both"
+  hinges = {}
+  for symbols in ("all", "read"):
+    c.train.growth_symbols = symbols
+    step, state = _step(c)
+    _, m = step(state, jax.random.PRNGKey(1))
+    hinges[symbols] = float(m["growth_hinge"])
+    assert float(m["loss"]) == pytest.approx(float(plain["loss"]) + 3.0 * hinges[symbols],
+                                             rel=1e-5)
+  assert abs(hinges["read"] - hinges["all"]) > 1e-4
 
 
 def test_config_validates_state_noise_and_growth_penalty():
@@ -203,6 +223,12 @@ def test_config_validates_state_noise_and_growth_penalty():
   with pytest.raises(ValueError, match="train.growth_sides.*below, both, above"):
     configs.validate(c)
   c.train.growth_sides = "both"
+  c.train.growth_symbols = "read"
+  configs.validate(c)
+  c.train.growth_symbols = "some"
+  with pytest.raises(ValueError, match="train.growth_symbols.*all, read"):
+    configs.validate(c)
+  c.train.growth_symbols = "all"
   for field, bad in (("growth_penalty", -1.0), ("growth_penalty", float("nan")),
                      ("growth_margin", float("inf"))):
     old = c.train[field]

@@ -29,7 +29,7 @@ from sdssm_jax.models.base import LAYER_NORM_EPS, register
 from sdssm_jax.models.readouts import READOUTS, make_readout
 from sdssm_jax.validation import check_token_ids
 
-__all__ = ["GROWTH_SIDES", "SDSSM", "LayerNorm", "UNSCALED_GROWTH_BITS", "column_normalize",
+__all__ = ["GROWTH_SIDES", "GROWTH_SYMBOLS", "SDSSM", "LayerNorm", "UNSCALED_GROWTH_BITS", "column_normalize",
            "fits_unscaled", "growth_bits", "layer_norm", "select_transitions",
            "training_final_state",
            "torch_linear_init",
@@ -104,6 +104,10 @@ def fits_unscaled(steps: int, state_size: int, p: float) -> bool:
 #: ``training_final_state``'s growth penalties: a hinge below the margin, both sides, or
 #: a hinge above it.
 GROWTH_SIDES = ("below", "both", "above")
+#: ... over every symbol at each visited state, or only over the symbol the string reads
+#: there (a grammar's strings never read the others, e.g. modular_arithmetic's operators
+#: after an operator).
+GROWTH_SYMBOLS = ("all", "read")
 
 
 def _log_norm(x: jax.Array) -> jax.Array:
@@ -116,7 +120,7 @@ def _log_norm(x: jax.Array) -> jax.Array:
 def training_final_state(table: jax.Array, b: jax.Array, tokens: jax.Array, length, *,
                          eps: Optional[jax.Array] = None, sigma: float = 0.0,
                          margin: Optional[float] = None, sides: str = "below",
-                         rescale: bool = False):
+                         symbols: str = "all", rescale: bool = False):
   """The final state of the recurrence, with the training regularisers that need every
   state (``train.state_noise``, ``train.growth_penalty``):
 
@@ -135,7 +139,9 @@ def training_final_state(table: jax.Array, b: jax.Array, tokens: jax.Array, leng
     ``(g - margin)**2`` (``"both"``; with margin 0: transitions that preserve the norm of
     every visited state, as an automaton's permutations do) or ``relu(g - margin)**2``
     (``"above"``: a hinge on steps that grow them by more, for automata whose symbols
-    may also merge states, which shrinks them). Why: a model whose
+    may also merge states, which shrinks them). ``symbols="read"``: only the symbol
+    the string reads next (``g = log ||Â_{u_t} x_{t-1}|| - log ||x_{t-1}||``), not
+    every symbol. Why: a model whose
     transitions shrink the states it visits keeps them up with B's inputs, and the
     automaton's part of the state fades against the inputs' part, too slowly to show at
     the training lengths (c2xc4's zoo model: its class centroids merge by length ~5,000);
@@ -152,6 +158,7 @@ def training_final_state(table: jax.Array, b: jax.Array, tokens: jax.Array, leng
     sigma: the noise's relative size, >= 0.
     margin: the growth penalty's margin (target) in nats per step, or None (none).
     sides: ``"below"``, ``"both"`` or ``"above"`` (:data:`GROWTH_SIDES`).
+    symbols: ``"all"`` or ``"read"`` (:data:`GROWTH_SYMBOLS`).
     rescale: carry the state as ``(mantissa, exponent)`` with exact power-of-two
       rescaling (``scan.renormalize``); noise and growth are relative, so they act on
       the mantissa.
@@ -161,6 +168,9 @@ def training_final_state(table: jax.Array, b: jax.Array, tokens: jax.Array, leng
   """
   if sides not in GROWTH_SIDES:
     raise ValueError(f"Unknown sides {sides!r}; valid choices: {', '.join(GROWTH_SIDES)}.")
+  if symbols not in GROWTH_SYMBOLS:
+    raise ValueError(f"Unknown symbols {symbols!r}; valid choices: "
+                     f"{', '.join(GROWTH_SYMBOLS)}.")
   tokens = jnp.asarray(tokens)
   batch, L = tokens.shape[:-1], tokens.shape[-1]
   V, N = table.shape[0], table.shape[-1]
@@ -180,15 +190,16 @@ def training_final_state(table: jax.Array, b: jax.Array, tokens: jax.Array, leng
     t, sel, e = xs
     prods = jnp.dot(h, flat, precision=hi).reshape(batch + (V, N))
     live = t < length
+    y = jnp.einsum("...v,...vn->...n", sel, prods, precision=hi)            # Â_{u_t} x
     if margin is not None:
       counted = (live & (t >= 1)).astype(jnp.float32)                       # x_{t-1} != 0
-      growth = _log_norm(prods) - _log_norm(h)[..., None]
+      growth = (_log_norm(prods) if symbols == "all" else _log_norm(y)[..., None]
+                ) - _log_norm(h)[..., None]                                    # [..., V or 1]
       gap = {"below": lambda: jax.nn.relu(margin - growth), "both": lambda: margin - growth,
              "above": lambda: jax.nn.relu(growth - margin)}[sides]()
       hinge = jnp.sum(jnp.square(gap), axis=-1)                                # [...]
       hinge_sum = hinge_sum + jnp.sum(hinge * counted)
-      count = count + V * jnp.sum(counted)
-    y = jnp.einsum("...v,...vn->...n", sel, prods, precision=hi)
+      count = count + growth.shape[-1] * jnp.sum(counted)
     y = y + (scan_lib.ldexp(sel @ b, -k) if rescale else sel @ b)
     if eps is not None:
       scale = jax.lax.stop_gradient(jnp.sqrt(jnp.mean(jnp.square(y), axis=-1, keepdims=True)))
