@@ -34,7 +34,7 @@ The procedure
    ``tau`` is right for every model: the clouds of states that play the same role
    spread as the sequence grows, and the distances between clouds shrink (for the
    ``a5`` zoo model from ``0.73`` at lengths ``<= 40`` to ``0.25`` at length 500). So
-   several are tried: ``tol * 2**j`` (below 2, the sphere's diameter) and the
+   several are tried: ``tol * 2**(j/2)`` (below 2, the sphere's diameter) and the
    threshold in the largest gap of the leaders' minimum spanning tree (largest ratio
    of consecutive sorted edge lengths, the lower one floored at ``tol``; at the
    geometric mean of the two ends). Each gives a minimised automaton (steps 5-7); the
@@ -680,7 +680,10 @@ def extract_automaton(model, params, task, *, num_sequences: int = 256, length: 
   finest = 2 * sample.radius  # tol, unless max_leaders made the leaders coarser
   gap_tau, gap_ratio = gap_threshold(sample.mst[2], finest)
   if threshold is None:
-    ladder = {finest * 2.0**j for j in range(max(int(np.ceil(np.log2(2.0 / finest))), 1))}
+    # Half-octave steps: d30 with the growth penalty separates its 60 states between
+    # 0.1 (splits some) and 0.2 (merges many), at 0.14.
+    ladder = {finest * 2.0**(j / 2)
+              for j in range(max(int(np.ceil(2 * np.log2(2.0 / finest))), 1))}
     taus = sorted(ladder | {gap_tau})
   else:
     taus = [float(threshold)]
