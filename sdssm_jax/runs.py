@@ -50,7 +50,8 @@ __all__ = ["IDENTITY_FILE", "LOCK_FILE", "CHECKSUM_FILE", "QUARANTINE_DIR", "EXI
            "EXIT_CONFLICT", "EXIT_BUSY", "EXIT_CHECKPOINT", "NON_TRAJECTORY_FIELDS", "ADDED_FIELDS",
            "STEPS_DEPENDENT_SCHEDULES", "RunConflictError", "WorkdirBusyError", "CheckpointError",
            "Interrupted", "identity_fields", "fingerprint", "check_identity", "record_identity",
-           "WorkdirLock", "write_checksums", "verify_checkpoint", "sort_out_checkpoints",
+           "WorkdirLock", "write_checksums", "verify_checkpoint", "checkpoint_steps",
+           "sort_out_checkpoints",
            "SignalCatcher", "truncate_jsonl", "report"]
 
 IDENTITY_FILE = "run.json"
@@ -412,7 +413,8 @@ def verify_checkpoint(step_dir: str, require_checksums: bool = True) -> Optional
   return f"{bad[0]}{more}"
 
 
-def _steps(directory: str) -> List[int]:
+def checkpoint_steps(directory: str) -> List[int]:
+  """The step numbers of the checkpoint folders in ``directory``, ascending ([] if none)."""
   if not os.path.isdir(directory):
     return []
   return sorted(int(d) for d in os.listdir(directory)
@@ -435,7 +437,7 @@ def sort_out_checkpoints(directory: str, quarantine: str, require_checksums: boo
     CheckpointError: checkpoints exist, none is intact and at least one is corrupted
       (not merely incomplete); nothing is moved.
   """
-  steps = _steps(directory)
+  steps = checkpoint_steps(directory)
   verdicts = {s: verify_checkpoint(os.path.join(directory, str(s)), require_checksums)
               for s in steps}
   intact = [s for s in steps if verdicts[s] is None]

@@ -399,13 +399,12 @@ def initial_params(config: ml_collections.ConfigDict, workdir: Optional[str] = N
       raise ValueError(f"train.init_from={init_from!r} is this run's own workdir; a run "
                        "resumes from its own checkpoints by itself. Name another run.")
     best = os.path.join(source, "best")
-    steps = sorted((int(d) for d in os.listdir(best) if d.isdigit()), reverse=True) \
-        if os.path.isdir(best) else []
+    steps = runs.checkpoint_steps(best)
     if not steps:
       raise ValueError(f"train.init_from={init_from!r}: no best checkpoint under {best}. "
                        "Valid choices: 'zoo:<name>' (" + ", ".join(zoo.names()) +
                        ") or the workdir of a run that evaluated at least once.")
-    step = steps[0]
+    step = steps[-1]
     problem = runs.verify_checkpoint(os.path.join(best, str(step)))
     if problem:
       raise ValueError(f"train.init_from={init_from!r}: its best checkpoint (step {step}) "
@@ -579,16 +578,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     runs.check_identity(workdir, config)  # refuse before touching anything (no lock file)
   # A fresh run's train.init_from source is loaded and checked before anything is written
   # (a resumed run restores its own checkpoint and does not need the source any more).
-  fresh = not any(d.isdigit() for d in _listdir(os.path.join(workdir, "checkpoints")))
+  fresh = not runs.checkpoint_steps(os.path.join(workdir, "checkpoints"))
   init = initial_params(config, workdir) if fresh else (None, None)
   os.makedirs(workdir, exist_ok=True)
   with runs.WorkdirLock(workdir), runs.SignalCatcher() as signals:
     stored = runs.check_identity(workdir, config)  # again, now that we hold the lock
     return _train_and_evaluate(config, workdir, stored, signals, init)
 
-
-def _listdir(path: str) -> list:
-  return os.listdir(path) if os.path.isdir(path) else []
 
 
 def _train_and_evaluate_multiprocess(config, workdir: str) -> Dict[str, Any]:

@@ -217,18 +217,14 @@ def test_config_validates_state_noise_and_growth_penalty():
   c.train.state_noise = 0.0
   c.train.growth_penalty, c.train.growth_margin = 1.0, 0.01
   configs.validate(c)
-  c.train.growth_sides = "both"
-  configs.validate(c)
-  c.train.growth_sides = "over"
-  with pytest.raises(ValueError, match="train.growth_sides.*below, both, above"):
+  for field, good, bad, choices in (("growth_sides", "both", "over", "below, both, above"),
+                                    ("growth_symbols", "read", "some", "all, read")):
+    c.train[field] = good
     configs.validate(c)
-  c.train.growth_sides = "both"
-  c.train.growth_symbols = "read"
-  configs.validate(c)
-  c.train.growth_symbols = "some"
-  with pytest.raises(ValueError, match="train.growth_symbols.*all, read"):
-    configs.validate(c)
-  c.train.growth_symbols = "all"
+    c.train[field] = bad
+    with pytest.raises(ValueError, match=f"train.{field}.*{choices}"):
+      configs.validate(c)
+    c.train[field] = good
   for field, bad in (("growth_penalty", -1.0), ("growth_penalty", float("nan")),
                      ("growth_margin", float("inf"))):
     old = c.train[field]
