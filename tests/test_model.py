@@ -199,3 +199,19 @@ def test_rescaled_states_same_predictions_and_finite_at_length_10000():
   np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-5)
   with pytest.raises(ValueError, match="sequential"):
     SDSSM(V, C, scan="associative", rescale=True)
+
+
+def test_layer_norm_of_an_equal_entries_state_is_its_bias_when_eps_underflows():
+  """A rescaled state's epsilon (eps 4^-k) is 0 in float32 for large k: a state whose
+  entries are all equal then gives LN = bias (what any eps > 0 gives), not NaN; other
+  states are untouched. (Only evaluation meets such exponents: training lengths that
+  could need rescaling are far shorter, see ``fits_unscaled``.)"""
+  from sdssm_jax.models.sdssm import layer_norm
+  scale, bias = jnp.full((4,), 1.5), jnp.arange(4.0)
+  x = jnp.full((2, 4), 3.0)
+  np.testing.assert_array_equal(layer_norm(x, scale, bias, jnp.float32(0.0)),
+                                np.broadcast_to(bias, (2, 4)))
+  y = np.array([[1.0, -2.0, 0.5, 4.0]])
+  ref = (y - y.mean()) / np.sqrt(y.var() + 1e-5) * 1.5 + np.arange(4.0)
+  np.testing.assert_allclose(layer_norm(jnp.asarray(y), scale, bias, jnp.float32(1e-5)), ref,
+                             rtol=1e-5)

@@ -1,4 +1,4 @@
-"""``sdssm-zoo [list|verify|table|plot PATH]``: the same as ``python -m sdssm_jax.zoo``."""
+"""``sdssm-zoo [list|verify [--short] [NAME ...]|long [--update_cards]|table|plot PATH]``: the same as ``python -m sdssm_jax.zoo``."""
 
 import sys
 

@@ -245,7 +245,12 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: jax.Array) 
   x = x.astype(jnp.float32)
   mean = jnp.mean(x, axis=-1, keepdims=True)
   var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-  return (x - mean) * jax.lax.rsqrt(var + eps) * scale + bias
+  # A rescaled state's eps (eps 4^-k) underflows to 0 for large k; a state with equal
+  # entries then has var + eps = 0, and the floor keeps 0 * rsqrt(0) = NaN out of the
+  # forward pass: LN is ``bias`` there, as it is for any eps > 0. (Only evaluation meets
+  # such exponents; training lengths short enough for ``fits_unscaled`` keep eps.)
+  tiny = jnp.finfo(jnp.float32).tiny
+  return (x - mean) * jax.lax.rsqrt(jnp.maximum(var + eps, tiny)) * scale + bias
 
 
 class LayerNorm(nn.Module):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -47,20 +47,29 @@ def long_lengths(model, params, task, query_symbol, lengths=LONG_LENGTHS,
   (the tasks are prefix-closed), ``chunk`` strings at a time.
 
   Returns ``{"num_sequences", "seed", "accuracy": {str(L): acc}, "first_below_99": L or
-  None}``: the accuracy at each length L (the first valid length >= L where a task
-  labels only some lengths, e.g. odd ones; the last one below L if none) and the first
-  length whose accuracy is below
-  99% (``None`` if none up to ``max(lengths)``)."""
+  None, "finite": bool}``: the accuracy at each length L (the first valid length >= L
+  where a task labels only some lengths, e.g. odd ones; the last one below L if none),
+  the first length whose accuracy is below 99% (``None`` if none up to
+  ``max(lengths)``), and whether every logit at every prefix was finite."""
+  jnp = jax.numpy
   toks = task.sample(jax.random.PRNGKey(seed), num, max(lengths))["tokens"]
   max_len = toks.shape[1]  # a task may shorten it (e.g. to an odd length)
-  score = jax.jit(lambda p, t: (evaluation.prefix_scores(model, p, task, t, query_symbol)[0],
-                                jax.numpy.sum(task.labels_at_every_prefix(t) >= 0, axis=0)))
+
+  @jax.jit
+  def score(p, t):
+    logits = evaluation.prefix_logits(model, p, t, query_symbol)        # [B, L, C]
+    labels = task.labels_at_every_prefix(t)                             # [B, L]
+    return (jnp.sum(jnp.argmax(logits, -1) == labels, axis=0), jnp.sum(labels >= 0, axis=0),
+            jnp.all(jnp.isfinite(logits)))
+
   correct = np.zeros(max_len)
   valid = np.zeros(max_len)
+  finite = True
   for start in range(0, num, chunk):
-    c, v = score(params, toks[start:start + chunk])
+    c, v, f = score(params, toks[start:start + chunk])
     correct += np.asarray(c)
     valid += np.asarray(v)
+    finite &= bool(f)
   acc = np.where(valid > 0, correct / np.maximum(valid, 1), np.nan)
   out = {}
   for L in lengths:
@@ -69,7 +78,7 @@ def long_lengths(model, params, task, query_symbol, lengths=LONG_LENGTHS,
     out[str(L)] = float(acc[pos])
   below = [i + 1 for i in range(max_len) if valid[i] > 0 and acc[i] < 0.99]
   return {"num_sequences": num, "seed": seed, "accuracy": out,
-          "first_below_99": below[0] if below else None}
+          "first_below_99": below[0] if below else None, "finite": finite}
 
 
 def names(root: Optional[str] = None) -> List[str]:
@@ -164,14 +173,27 @@ def evaluate(name: str, root: Optional[str] = None, *, min_length: Optional[int]
   return evaluate_params(c, params, min_length=min_length, max_length=max_length)
 
 
-def verify(root: Optional[str] = None, verbose: bool = True, long: bool = True) -> bool:
-  """Re-evaluates every entry on lengths train_length+1..max_length and compares the OOD
-  mean with its card (within ``VERIFY_TOLERANCE``); with ``long``, also the accuracy at
-  ``LONG_LENGTHS`` (:func:`long_lengths`, within ``LONG_TOLERANCE``). An entry that cannot be loaded
-  (unreadable card, sha256 mismatch, wrong shapes) is reported as FAIL with the reason,
-  and the others are still checked. Returns True if all pass."""
+def verify(root: Optional[str] = None, verbose: bool = True, long: bool = True,
+           only: Optional[Sequence[str]] = None) -> bool:
+  """Re-evaluates every entry (``only``: those named) on lengths
+  train_length+1..max_length and compares the OOD mean with its card (within
+  ``VERIFY_TOLERANCE``); with ``long``, also the accuracy at ``LONG_LENGTHS``
+  (:func:`long_lengths`, within ``LONG_TOLERANCE``) and that every logit of that pass is
+  finite. An entry that cannot be loaded (unreadable card, sha256 mismatch, wrong shapes)
+  is reported as FAIL with the reason, and the others are still checked. Returns True if
+  all pass.
+
+  Raises:
+    ValueError: a name in ``only`` that is not in the zoo (nothing is evaluated).
+  """
+  known = names(root)
+  if only is not None:
+    unknown = [n for n in only if n not in known]
+    if unknown:
+      raise ValueError(f"Unknown zoo model(s) {', '.join(map(repr, unknown))}; valid "
+                       f"choices: {', '.join(known)}.")
   ok = True
-  for name in names(root):
+  for name in (known if only is None else [n for n in known if n in only]):
     try:
       c = card(name, root)
       res = evaluate(name, root, min_length=c["train_length"] + 1)
@@ -191,8 +213,11 @@ def verify(root: Optional[str] = None, verbose: bool = True, long: bool = True) 
       card_acc = c["long_lengths"]["accuracy"]
       for L, a in far["accuracy"].items():
         passed &= a >= card_acc.get(L, 0.0) - LONG_TOLERANCE
+      passed &= far["finite"]
       line += "; " + ", ".join(f"{int(L):,}: {100 * a:.1f}% (card {100 * card_acc[L]:.1f}%)"
                                for L, a in far["accuracy"].items())
+      if not far["finite"]:
+        line += f"; NON-FINITE logits within {max(LONG_LENGTHS):,} steps"
     ok &= passed
     if verbose:
       print(f"{'ok  ' if passed else 'FAIL'} {line}")

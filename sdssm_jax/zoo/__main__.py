@@ -1,6 +1,6 @@
-"""``python -m sdssm_jax.zoo [list|verify [--short]|long [--update_cards]|table|plot PATH]``:
-list the zoo; re-evaluate every entry against its card (``--short``: the test protocol
-only, not the accuracy at 1,000, 2,000 and 10,000); measure the long lengths (and write
+"""``python -m sdssm_jax.zoo [list|verify [--short] [NAME ...]|long [--update_cards]|table|plot PATH]``:
+list the zoo; re-evaluate every entry (or those named) against its card (``--short``: the
+test protocol only, not the accuracy at 1,000, 2,000 and 10,000); measure the long lengths (and write
 them into the cards); print the markdown results table; or plot every entry."""
 
 import sys
@@ -25,7 +25,12 @@ def main(argv) -> int:
     if not zoo.names():
       print("The zoo is empty.")
       return 1
-    return 0 if zoo.verify(long="--short" not in argv) else 1
+    only = [a for a in argv[2:] if not a.startswith("--")] or None
+    try:
+      return 0 if zoo.verify(long="--short" not in argv, only=only) else 1
+    except ValueError as e:
+      print(e, file=sys.stderr)
+      return 2
   if cmd == "long":
     import json
     for name in zoo.names():
@@ -46,7 +51,7 @@ def main(argv) -> int:
   if cmd == "plot" and len(argv) > 2:
     print(zoo.plot(argv[2]))
     return 0
-  print(f"Unknown command {cmd!r}; valid choices: list, verify [--short], long "
+  print(f"Unknown command {cmd!r}; valid choices: list, verify [--short] [NAME ...], long "
         f"[--update_cards], table, plot PATH.",
         file=sys.stderr)
   return 2
