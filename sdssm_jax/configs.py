@@ -101,6 +101,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optimizer.decay_mask = "all"           # what weight decay applies to, one of DECAY_MASKS:
                                            # "all" parameters, or "no_embeddings": none whose
                                            # path has a name containing "embed" (any case)
+  c.optimizer.ema_decay = 0.0              # > 0: validation, checkpoint selection, the test
+                                           # and the exported weights use an exponential
+                                           # moving average of the parameters (this decay
+                                           # per step, e.g. 0.999); training does not
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 1_000_000        # optimisation steps
@@ -340,6 +344,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
 def _validate_protocol_fields(c: ml_collections.ConfigDict) -> None:
   """The fields of the walker protocol (warm-up fraction, decay mask, early stopping,
   validation lengths and size, held-out test sample)."""
+  ema = c.optimizer.get("ema_decay", 0.0)
+  if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0 <= ema < 1:
+    raise ValueError(f"optimizer.ema_decay must be in [0, 1) (0: no average), got {ema!r}.")
   frac = c.optimizer.warmup_fraction
   if not isinstance(frac, (int, float)) or not 0 <= frac < 1:
     raise ValueError(f"optimizer.warmup_fraction must be in [0, 1), got {frac!r}.")

@@ -90,7 +90,9 @@ ADDED_FIELDS = {"train.length_sampling": "per_sequence", "optimizer.boundaries":
                 "train.growth_penalty": 0.0, "train.growth_margin": 0.0,
                 "train.growth_sides": "below", "train.growth_symbols": "all",
                 # parameters drawn from the seed (no fine-tuning source)
-                "train.init_from": ""}
+                "train.init_from": "",
+                # the raw parameters evaluated (no moving average)
+                "optimizer.ema_decay": 0.0}
 # Learning-rate schedules whose every step depends on ``train.steps``.
 STEPS_DEPENDENT_SCHEDULES = ("cosine", "warmup_cosine")
 

@@ -23,7 +23,7 @@ import platform
 import shutil
 import sys
 import time
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -95,7 +95,63 @@ def make_optimizer(opt: ml_collections.ConfigDict, steps: int):
   adam = (optax.adamw(schedule, weight_decay=opt.weight_decay,
                       mask=decay_mask(opt.get("decay_mask", "all")))
           if opt.weight_decay > 0 else optax.adam(schedule))
-  return optax.chain(optax.clip_by_global_norm(opt.clip_norm), adam), schedule
+  parts = [optax.clip_by_global_norm(opt.clip_norm), adam]
+  if opt.get("ema_decay", 0.0):
+    parts.append(ema_params(opt.ema_decay))
+  return optax.chain(*parts), schedule
+
+
+class EmaState(NamedTuple):
+  """:func:`ema_params`' state: the moving average, a pytree like the parameters."""
+  ema: Any
+
+
+def ema_params(decay: float) -> optax.GradientTransformation:
+  """An optax transformation that leaves the updates alone and keeps, in its state, the
+  exponential moving average of the parameters they produce: ``e_0 = p_0`` (the initial
+  parameters), ``e_k = decay e_{k-1} + (1 - decay) p_k`` with ``p_k = p_{k-1} + u_k``
+  after update k (float32, like the parameters). Last in a chain, it sees the final
+  updates. Every device computes it from the same replicated values: no collective."""
+  decay = float(decay)
+
+  def init(params):
+    # A copy: the train step donates its state, and one buffer may not be donated twice.
+    return EmaState(ema=jax.tree_util.tree_map(lambda p: jnp.array(p, copy=True), params))
+
+  def update(updates, state, params=None):
+    if params is None:
+      raise ValueError("ema_params needs the parameters: optimizer.update(g, s, params).")
+    new = optax.apply_updates(params, updates)
+    ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema, new)
+    return updates, EmaState(ema=ema)
+
+  return optax.GradientTransformation(init, update)
+
+
+def averaged_params(state: Dict[str, Any]):
+  """The moving average :func:`ema_params` keeps in ``state["opt_state"]``
+  (``optimizer.ema_decay > 0``), or ``None``. Also finds it in a state restored without
+  a template, where orbax returns the chain's tuple as a list and the average as
+  ``{"ema": ...}``."""
+  def find(node):
+    if isinstance(node, EmaState):
+      return node.ema
+    if isinstance(node, dict) and set(node) == {"ema"}:
+      return node["ema"]
+    if isinstance(node, (list, tuple)):
+      for child in node:
+        found = find(child)
+        if found is not None:
+          return found
+    return None
+  return find(state.get("opt_state"))
+
+
+def evaluated_params(state: Dict[str, Any]):
+  """What validation, the best checkpoint and the test use: the moving average of the
+  parameters when the run keeps one, its parameters otherwise."""
+  ema = averaged_params(state)
+  return state["params"] if ema is None else ema
 
 
 def make_model(config: ml_collections.ConfigDict):
@@ -353,7 +409,7 @@ def load_params(workdir: str, which: str = "best"):
     if step is None:
       raise FileNotFoundError(f"No {which} checkpoint under {workdir}.")
     restored = _restore_anywhere(mngr, step)
-    return (restored["params"] if which == "best" else restored["state"]["params"]), step
+    return (restored["params"] if which == "best" else evaluated_params(restored["state"])), step
 
 
 INIT_FROM_FILE = "init_from.json"
@@ -798,12 +854,13 @@ def _train_and_evaluate(config, workdir: str, stored, signals,
         bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}")
         t_window, s_window = now, step
       if step % tc.eval_every == 0 or step == tc.steps:
-        ev = periodic_eval(state["params"])
+        scored = evaluated_params(state)
+        ev = periodic_eval(scored)
         record.update(ev)
         score = selection_score(ev, ec.best_metric)
         if score > best_score:
           best_score = score
-          _save_verified(best_mngr, step, {"params": state["params"],
+          _save_verified(best_mngr, step, {"params": scored,
                                            "score": np.asarray(score, np.float64)})
         if threshold > 0 and ev["val_ood_acc"] >= threshold:
           stopped_at = step
@@ -835,7 +892,7 @@ def _train_and_evaluate(config, workdir: str, stored, signals,
 
   # Final range evaluation of the selected checkpoint (on every process, each on its own
   # device, so that none waits long for another; process 0 writes the files).
-  params, ckpt_step = state["params"], int(state["step"])
+  params, ckpt_step = evaluated_params(state), int(state["step"])
   if ec.checkpoint == "best" and best_mngr.latest_step() is not None:
     ckpt_step = best_mngr.latest_step()
     params = _restore_anywhere(best_mngr, ckpt_step, replicated)["params"]
