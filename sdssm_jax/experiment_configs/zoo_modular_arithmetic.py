@@ -5,18 +5,21 @@
 
 Expected (the zoo card, test sample seed 2024, 512 sequences per length):
 OOD mean 100.00%, OOD min 100.00% on lengths 41..500, with the best checkpoint at step
-70,500 of 80,000; beyond the test range (256 strings, seed 10015) 100% at 1,000 and
-2,000, 85.5% at 10,000, first length below 99%: 2,751 (the first entry: 799; the one
-before this, validation to 1,000: 1,323). Measured time: 795 s of training, validations
-up to 10,000 included, on 1 x cpu (cpu); host: Intel(R) Xeon(R) Processor, 2 cores
-(2026-12-05, load ~3-4: two other runs beside it).
+44,000 of 80,000; beyond the test range (256 strings, seed 10015) 100% at 1,000 and
+2,000, 89.5% at 10,000, first length below 99%: 3,909 (the entry before, p = 1.2 at seed
+1: 2,751 and 85.5%; the first entry: 799). Measured time: 569 s of training, validations
+up to 10,000 included, on 1 x cpu (cpu); host: AMD EPYC, 2 cores, pinned to 1
+(2026-12-06, eighth session; another run on the other core).
+What changed from the entry before: the column normalisation's p is 2 (official 1.2),
+so every orthogonal matrix is a fixed point of the normalisation, and seed 2 (official
+1). At p = 2 the run fits the training lengths by step ~4,000 (p = 1.2: ~20,000) and the
+validation horizon passes 500 by ~15,000; p = 1.1, 3, N = 32 and seed 1 at p = 2 reach
+less (docs/recipes.md, attempts 59-64).
 Selection: the checkpoint exact (>= 99%) up to the longest validation length
 (``eval.best_metric="val_horizon"``; seed 7, lengths 41..10,000, 128 sequences each),
-never the test sample (seed 2024). The horizon stays near 41 until ~20k steps, climbs
-after the second lr drop (759 at 53,000, 1,261 at 60,000, 2,057 at 63,000, 3,317 at
-70,500, the selected checkpoint) and collapses at 71,500 (docs/recipes.md, attempts 17
-and 26). One length per batch (the official protocol) runs each step at the batch's
-length, ~2x faster than 41 steps.
+never the test sample (seed 2024). The horizon swings between ~1,500 and 4,985 (step
+44,000, the selected checkpoint) from step ~40,000 on. One length per batch (the
+official protocol) runs each step at the batch's length, ~2x faster than 41 steps.
 The config is the card's ``training_config`` (tests/test_cli.py checks they agree); what
 differs from the official settings of the task is set below.
 """
@@ -30,10 +33,12 @@ def get_config(arg=None):
       eval__best_metric='val_horizon',
       eval__val_max_length=10000,
       eval__val_stop_lengths=(500, 2000),  # the same horizon, found sooner
+      model_config__p_norm=2.0,  # unit-L2 columns: orthogonal steps are fixed points
       optimizer__boundaries=(30000, 40000),
       optimizer__lr=0.001,
       optimizer__scales=(0.3, 0.3),
       optimizer__schedule='piecewise',
+      seed=2,
       train__eval_every=500,
       train__length_sampling='per_batch',
       train__steps=80000,)
