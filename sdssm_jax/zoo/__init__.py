@@ -17,6 +17,7 @@ import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
@@ -51,7 +52,6 @@ def long_lengths(model, params, task, query_symbol, lengths=LONG_LENGTHS,
   where a task labels only some lengths, e.g. odd ones; the last one below L if none),
   the first length whose accuracy is below 99% (``None`` if none up to
   ``max(lengths)``), and whether every logit at every prefix was finite."""
-  jnp = jax.numpy
   toks = task.sample(jax.random.PRNGKey(seed), num, max(lengths))["tokens"]
   max_len = toks.shape[1]  # a task may shorten it (e.g. to an odd length)
 
@@ -195,8 +195,8 @@ def verify(root: Optional[str] = None, verbose: bool = True, long: bool = True,
   ok = True
   for name in (known if only is None else [n for n in known if n in only]):
     try:
-      c = card(name, root)
-      res = evaluate(name, root, min_length=c["train_length"] + 1)
+      model, params, c = load(name, root)
+      res = evaluate_params(c, params, min_length=c["train_length"] + 1)
     except Exception as e:  # pylint: disable=broad-except  # report it, check the rest
       ok = False
       if verbose:
@@ -207,7 +207,6 @@ def verify(root: Optional[str] = None, verbose: bool = True, long: bool = True,
     line = (f"{name:22s} OOD mean {got:.5f} (card {want:.5f}), "
             f"OOD min {res['summary']['ood_min']:.4f} (card {c['summary']['ood_min']:.4f})")
     if long and "long_lengths" in c:
-      model, params, _ = load(name, root)
       _, task, query = build_model(c)
       far = long_lengths(model, params, task, query)
       card_acc = c["long_lengths"]["accuracy"]
