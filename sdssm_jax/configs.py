@@ -91,6 +91,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optimizer.lr = MODEL_LR.get(model, official["lr"])  # peak learning rate of Adam
   c.optimizer.weight_decay = 0.0           # decoupled weight decay (AdamW) when > 0
   c.optimizer.clip_norm = 1.0              # global gradient-norm clipping threshold
+  c.optimizer.eps = 1e-8                   # Adam's epsilon (added to sqrt(v)); larger: the
+                                           # steps of rounding-level gradients stay small
   c.optimizer.schedule = "constant"        # one of SCHEDULES
   c.optimizer.warmup_steps = 0             # linear warm-up steps (warmup_cosine)
   c.optimizer.warmup_fraction = 0.0        # > 0 (warmup_cosine): warm up over the first
@@ -128,6 +130,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                    # "above": relu(g - margin)^2
   c.train.growth_symbols = "all"   # g for "all" symbols v at each visited state, or only
                                    # for the symbol the string "read"s there (grammars)
+  c.train.label_smoothing = 0.0    # a in [0, 1): cross-entropy against (1 - a) onehot + a/C
+                                   # (a fitted model's loss stays off float32's floor)
   c.train.init_from = ""           # "": parameters drawn from `seed`; "zoo:<name>": start
                                    # from a zoo model's weights; a workdir path: from its
                                    # best checkpoint (checksums verified). Fine-tuning: the
@@ -344,6 +348,14 @@ def validate(c: ml_collections.ConfigDict) -> None:
 def _validate_protocol_fields(c: ml_collections.ConfigDict) -> None:
   """The fields of the walker protocol (warm-up fraction, decay mask, early stopping,
   validation lengths and size, held-out test sample)."""
+  smoothing = c.train.get("label_smoothing", 0.0)
+  if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not (
+      0 <= smoothing < 1):
+    raise ValueError(f"train.label_smoothing must be in [0, 1) (0: none), got {smoothing!r}.")
+  eps = c.optimizer.get("eps", 1e-8)
+  if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (
+      eps > 0 and math.isfinite(eps)):
+    raise ValueError(f"optimizer.eps must be a finite number > 0 (Adam's epsilon), got {eps!r}.")
   ema = c.optimizer.get("ema_decay", 0.0)
   if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0 <= ema < 1:
     raise ValueError(f"optimizer.ema_decay must be in [0, 1) (0: no average), got {ema!r}.")

@@ -92,7 +92,9 @@ ADDED_FIELDS = {"train.length_sampling": "per_sequence", "optimizer.boundaries":
                 # parameters drawn from the seed (no fine-tuning source)
                 "train.init_from": "",
                 # the raw parameters evaluated (no moving average)
-                "optimizer.ema_decay": 0.0}
+                "optimizer.ema_decay": 0.0,
+                # unsmoothed targets, Adam's default epsilon
+                "train.label_smoothing": 0.0, "optimizer.eps": 1e-8}
 # Learning-rate schedules whose every step depends on ``train.steps``.
 STEPS_DEPENDENT_SCHEDULES = ("cosine", "warmup_cosine")
 

@@ -92,9 +92,10 @@ def make_optimizer(opt: ml_collections.ConfigDict, steps: int):
     warmup = int(fraction * steps) if fraction > 0 else opt.warmup_steps
     schedule = optax.warmup_cosine_decay_schedule(0.0, opt.lr, warmup, steps,
                                                   end_value=opt.lr * opt.end_lr_factor)
-  adam = (optax.adamw(schedule, weight_decay=opt.weight_decay,
+  eps = float(opt.get("eps", 1e-8))
+  adam = (optax.adamw(schedule, eps=eps, weight_decay=opt.weight_decay,
                       mask=decay_mask(opt.get("decay_mask", "all")))
-          if opt.weight_decay > 0 else optax.adam(schedule))
+          if opt.weight_decay > 0 else optax.adam(schedule, eps=eps))
   parts = [optax.clip_by_global_norm(opt.clip_norm), adam]
   if opt.get("ema_decay", 0.0):
     parts.append(ema_params(opt.ema_decay))

@@ -54,6 +54,8 @@ being the mean of ``relu(m - g)**2`` (``train.growth_sides="below"``), ``(g - m)
 the visited states x and every symbol v (``train.growth_symbols="read"``: only the symbol
 read there) and ``m = train.growth_margin`` (the same loop).
 Both reach the loss through the one pmean of the step.
+``config.train.label_smoothing`` = a > 0 trains on smoothed targets (:func:`cross_entropy`);
+the ``loss`` metric is that smoothed loss.
 
 Metrics: ``loss``, ``accuracy``, ``grad_norm`` (of the reduced gradient, before
 clipping), ``length`` (the batch's mean task-input length: the step's n in per-batch
@@ -76,7 +78,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from sdssm_jax import data, evaluation, tasks
 
-__all__ = ["LENGTH_SAMPLING", "LENGTH_BLOCK", "TrainStep", "make_train_step"]
+__all__ = ["LENGTH_SAMPLING", "LENGTH_BLOCK", "TrainStep", "cross_entropy", "make_train_step"]
 
 LENGTH_SAMPLING = ("per_sequence", "per_batch")
 # Steps whose per-batch lengths the host computes in one call.
@@ -184,14 +186,31 @@ def _same_data_batch(task, batch_size: int, min_length: int, max_length: int) ->
   return make_batch
 
 
+def cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: float = 0.0) -> jax.Array:
+  """Mean cross-entropy of ``logits`` ``[B, C]`` against int ``labels`` ``[B]`` in
+  ``[0, C)``, with the target ``(1 - smoothing) onehot(label) + smoothing / C``.
+
+  Why smoothing: without it a model that fits its training strings drives the loss to
+  float32's floor (modular_arithmetic's runs: ~1e-10 and exactly 0 at times, gradient norm
+  ~4e-7), and Adam turns those rounding-level gradients into full-size steps, a random
+  walk of the weights. With ``smoothing`` > 0 the loss is least at a finite logit gap,
+  the same for every string, so the gradient keeps asking for it.
+  """
+  if not smoothing:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing)
+  return optax.softmax_cross_entropy(logits, targets).mean()
+
+
 def _step_body(model, optimizer, num_devices: int, make_batch: Callable,
                logits_fn: Callable, noise_size: Optional[int] = None,
-               growth_penalty: float = 0.0):
+               growth_penalty: float = 0.0, label_smoothing: float = 0.0):
   """The per-device step ``(state, data_key, *batch_args) -> (state, metrics)``, to run
   inside ``shard_map`` with everything replicated in and out. ``noise_size`` N: the
   batch also gets ``"noise"``, standard normal ``[B, L, N]`` for the GLOBAL batch from
   its own stream of the step key (the batch's draws are unchanged), sliced like the rest.
-  ``growth_penalty`` > 0: the loss adds that times the growth hinge (a metric too)."""
+  ``growth_penalty`` > 0: the loss adds that times the growth hinge (a metric too).
+  ``label_smoothing`` = a > 0: the cross-entropy's target is ``(1 - a) onehot + a / C``."""
 
   def body(state, data_key, *batch_args):
     key = jax.random.fold_in(data_key, state["step"])
@@ -205,7 +224,7 @@ def _step_body(model, optimizer, num_devices: int, make_batch: Callable,
 
     def loss_fn(p):
       logits, hinge = logits_fn(p, batch)
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+      loss = cross_entropy(logits, batch["label"], label_smoothing)
       if growth_penalty:
         loss = loss + growth_penalty * hinge
       return loss, (jnp.mean(jnp.argmax(logits, -1) == batch["label"]), hinge)
@@ -271,6 +290,7 @@ class TrainStep:
     growth_margin = float(tc.get("growth_margin", 0.0)) if growth_penalty else None
     growth_sides = tc.get("growth_sides", "below")
     growth_symbols = tc.get("growth_symbols", "all")
+    smoothing = float(tc.get("label_smoothing", 0.0))
     if (state_noise or growth_penalty) and not getattr(model, "dynamic_length", False):
       raise ValueError(f"train.state_noise and train.growth_penalty > 0 need a model with "
                        f"last_state(..., regularise) (dynamic_length: sdssm, sdssm_mlp), "
@@ -298,7 +318,7 @@ class TrainStep:
                                                    self._max, batch_query)
       self._fns[self._max] = _compile(
           _step_body(model, optimizer, num_devices, make_batch, logits_fn, noise_size,
-                     growth_penalty),
+                     growth_penalty, smoothing),
           mesh, 0)
     else:
       # Dynamic models: one program over the largest bucket, the task tokens without the
@@ -309,13 +329,14 @@ class TrainStep:
         make_batch = _same_data_batch(task, tc.batch_size, self._min, self._max)
         self._fns[self._max] = _compile(
             _step_body(model, optimizer, num_devices, make_batch, logits_fn, noise_size,
-                     growth_penalty),
+                     growth_penalty, smoothing),
             mesh, 1)
       for bucket in ([] if self.dynamic else self.buckets):
         make_batch = (lambda key, n, bucket=bucket: data.per_batch_training_batch(
             task, key, tc.batch_size, n, bucket, query_symbol))
         self._fns[bucket] = _compile(
-            _step_body(model, optimizer, num_devices, make_batch, logits_fn), mesh, 1)
+            _step_body(model, optimizer, num_devices, make_batch, logits_fn,
+                       label_smoothing=smoothing), mesh, 1)
       lo, hi = self._min, self._max
       self._length_table = jax.jit(lambda key, start: jax.vmap(
           lambda s: data.batch_length(jax.random.fold_in(key, s), lo, hi))(
