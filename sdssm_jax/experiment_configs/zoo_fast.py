@@ -14,13 +14,14 @@ checkpoint. Both score with rescaled states (``eval.rescale_states``), as the zo
 beyond 500 (issue 15). A run that never reaches the target trains the recipe's steps and
 keeps its best validation checkpoint.
 
-Expected (measured 2026-12-06, eighth session, on a 2-core AMD EPYC, one run at a time
-on one core, ``--parallel 1``): every zoo model at >= 99.9% on 41..500 on its test
-sample, stopping at step (train time) modular_arithmetic 20,500 (146 s; its p = 2
-recipe), a5 12,500 (52 s), c2xc4 6,500 (37 s), d4 6,000 (27 s), cycle_navigation 3,500
-(27 s), parity 3,000 (16 s) and even_pairs 1,500 (10 s): 5.3 min for the seven (the
-seventh session, p = 1.2 for modular_arithmetic and 128 validation strings: 11.9 min;
-docs/recipes.md, "The normalisation's p").
+Expected (measured 2026-12-06, eighth and ninth sessions, on a 2-core AMD EPYC, one run
+at a time on one core, ``--parallel 1``, other work on the other core): every zoo model
+at >= 99.9% on 41..500 on its test sample, stopping at step (train time)
+modular_arithmetic 12,000 (103 s; its label-smoothed recipe, ninth session; the p = 2
+recipe without smoothing stopped at 20,500 after 146 s), a5 12,500 (52 s), c2xc4 6,500
+(37 s), d4 6,000 (27 s), cycle_navigation 3,500 (27 s), parity 3,000 (16 s) and
+even_pairs 1,500 (10 s): 4.5 min for the seven (the seventh session, p = 1.2 for
+modular_arithmetic and 128 validation strings: 11.9 min; docs/recipes.md).
 """
 
 from sdssm_jax import zoo
