@@ -77,7 +77,7 @@ def test_zoo_fast_is_the_recipe_stopped_at_the_target(name):
 def test_zoo_fast_names_the_valid_models():
   get_config = launch.load_get_config(experiment_configs.path("zoo_fast"))
   for arg in ("", "model=a6", "model=a5,task=d4"):
-    with pytest.raises(ValueError, match="model=<zoo name>, one of: a5, c2xc4"):
+    with pytest.raises(ValueError, match="model=<zoo name>, one of: a5, c2xc30, c2xc4"):
       get_config(arg)
 
 
