@@ -347,7 +347,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
 
 def _validate_protocol_fields(c: ml_collections.ConfigDict) -> None:
   """The fields of the walker protocol (warm-up fraction, decay mask, early stopping,
-  validation lengths and size, held-out test sample)."""
+  validation lengths and size, held-out test sample), and the fields added after it
+  (label smoothing, Adam's epsilon, the parameters' moving average)."""
   smoothing = c.train.get("label_smoothing", 0.0)
   if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not (
       0 <= smoothing < 1):
