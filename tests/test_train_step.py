@@ -192,13 +192,14 @@ check("sdssm-official-per_batch-40", T.official_config("per_batch"))
 c = T.official_config("per_batch")  # the training-scan regularisers: their own loop;
 c.train.state_noise, c.train.growth_penalty, c.train.growth_sides = 0.1, 1.0, "both"
 c.optimizer.ema_decay = 0.999  # and the parameters' moving average in the optimizer state
-check("sdssm-official-per_batch-regularised-ema", c)
+c.train.label_smoothing = 0.1  # and smoothed targets in the loss
+check("sdssm-official-per_batch-regularised-ema-smoothed", c)
 check("legacy-sdssm-official", T.official_config("per_sequence"), T.legacy_make_train_step)
 print(json.dumps(out))
 """
 
 _NEW_CASES = models.names() + ["sdssm-official-per_sequence", "sdssm-official-per_batch-40",
-                               "sdssm-official-per_batch-regularised-ema"]
+                               "sdssm-official-per_batch-regularised-ema-smoothed"]
 
 
 @pytest.fixture(scope="module")
