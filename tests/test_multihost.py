@@ -35,7 +35,8 @@ def _env(devices: int):
          if k not in ("XLA_FLAGS", distributed.ENV_COORDINATOR, distributed.ENV_NUM_PROCESSES,
                       distributed.ENV_PROCESS_ID)}
   env.update(PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+             XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "  # conftest's FAST_COMPILE
+                       f"--xla_force_host_platform_device_count={devices}")
   return env
 
 

@@ -256,7 +256,8 @@ print(json.dumps({"devices": len(mesh.devices), "losses": losses}))
   out = {}
   for n in (1, 4):
     env = {**os.environ, "PYTHONPATH": ROOT,
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
+           "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "  # conftest's FAST_COMPILE
+                        f"--xla_force_host_platform_device_count={n}"}
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                           text=True, env=env, check=True)
     out[n] = json.loads(proc.stdout.strip().splitlines()[-1])
