@@ -98,6 +98,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optimizer.warmup_fraction = 0.0        # > 0 (warmup_cosine): warm up over the first
                                            # int(fraction * train.steps) steps instead
   c.optimizer.end_lr_factor = 0.0          # final lr / peak lr for cosine schedules
+  c.optimizer.decay_steps = 0              # cosine schedules: the decay (and warm-up
+                                           # fraction) spans this many steps, then the lr
+                                           # stays at lr * end_lr_factor (a low-lr tail);
+                                           # 0: train.steps
   c.optimizer.boundaries = ()              # "piecewise": after these many steps the lr ...
   c.optimizer.scales = ()                  # ... is multiplied by these factors (cumulative)
   c.optimizer.decay_mask = "all"           # what weight decay applies to, one of DECAY_MASKS:
@@ -348,7 +352,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
 def _validate_protocol_fields(c: ml_collections.ConfigDict) -> None:
   """The fields of the walker protocol (warm-up fraction, decay mask, early stopping,
   validation lengths and size, held-out test sample), and the fields added after it
-  (label smoothing, Adam's epsilon, the parameters' moving average)."""
+  (label smoothing, Adam's epsilon, the parameters' moving average, the cosine's
+  decay steps)."""
   smoothing = c.train.get("label_smoothing", 0.0)
   if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not (
       0 <= smoothing < 1):
@@ -360,6 +365,13 @@ def _validate_protocol_fields(c: ml_collections.ConfigDict) -> None:
   ema = c.optimizer.get("ema_decay", 0.0)
   if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0 <= ema < 1:
     raise ValueError(f"optimizer.ema_decay must be in [0, 1) (0: no average), got {ema!r}.")
+  decay = c.optimizer.get("decay_steps", 0)
+  if isinstance(decay, bool) or not isinstance(decay, int) or decay < 0:
+    raise ValueError(f"optimizer.decay_steps must be an integer >= 0 (0: train.steps), got "
+                     f"{decay!r}.")
+  if decay and c.optimizer.schedule not in ("cosine", "warmup_cosine"):
+    raise ValueError(f"optimizer.decay_steps > 0 applies to the schedules cosine and "
+                     f"warmup_cosine, not {c.optimizer.schedule!r}; set it to 0.")
   frac = c.optimizer.warmup_fraction
   if not isinstance(frac, (int, float)) or not 0 <= frac < 1:
     raise ValueError(f"optimizer.warmup_fraction must be in [0, 1), got {frac!r}.")

@@ -94,7 +94,9 @@ ADDED_FIELDS = {"train.length_sampling": "per_sequence", "optimizer.boundaries":
                 # the raw parameters evaluated (no moving average)
                 "optimizer.ema_decay": 0.0,
                 # unsmoothed targets, Adam's default epsilon
-                "train.label_smoothing": 0.0, "optimizer.eps": 1e-8}
+                "train.label_smoothing": 0.0, "optimizer.eps": 1e-8,
+                # cosine schedules over train.steps (no low-lr tail)
+                "optimizer.decay_steps": 0}
 # Learning-rate schedules whose every step depends on ``train.steps``.
 STEPS_DEPENDENT_SCHEDULES = ("cosine", "warmup_cosine")
 
@@ -173,10 +175,13 @@ def identity_fields(config) -> Dict[str, Any]:
     ``{"task": ..., "model": ..., "model_config.p_norm": ..., "optimizer.lr": ...,
     "train.batch_size": ..., "seed": ..., "query_token": ...}``: every field except
     ``eval.*`` and :data:`NON_TRAJECTORY_FIELDS`; ``train.steps`` stays when the schedule
-    is one of :data:`STEPS_DEPENDENT_SCHEDULES`.
+    is one of :data:`STEPS_DEPENDENT_SCHEDULES` and spans it (``optimizer.decay_steps``
+    0), so a longer run is another run; with ``decay_steps`` > 0 extending the steps only
+    lengthens the constant tail, and the run resumes.
   """
   flat = _flatten(_as_plain(config))
-  keep_steps = flat.get("optimizer.schedule") in STEPS_DEPENDENT_SCHEDULES
+  keep_steps = (flat.get("optimizer.schedule") in STEPS_DEPENDENT_SCHEDULES
+                and not flat.get("optimizer.decay_steps", 0))
   return {k: v for k, v in flat.items()
           if not k.startswith("eval.")
           and (k not in NON_TRAJECTORY_FIELDS or (keep_steps and k == "train.steps"))}

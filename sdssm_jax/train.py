@@ -71,8 +71,11 @@ def decay_mask(kind: str):
 def make_optimizer(opt: ml_collections.ConfigDict, steps: int):
   """Adam (AdamW when ``weight_decay > 0``, on the parameters :func:`decay_mask` selects)
   after global-norm clipping. ``warmup_cosine`` warms up linearly from 0 over
-  ``int(warmup_fraction * steps)`` steps when ``warmup_fraction > 0`` (else
-  ``warmup_steps``), then decays by a cosine to ``lr * end_lr_factor`` at ``steps``.
+  ``int(warmup_fraction * H)`` steps when ``warmup_fraction > 0`` (else
+  ``warmup_steps``), then decays by a cosine to ``lr * end_lr_factor`` at ``H``; ``cosine``
+  decays from ``lr`` at step 0 to ``lr * end_lr_factor`` at ``H``. ``H`` is
+  ``decay_steps`` when > 0 (after it the lr stays at ``lr * end_lr_factor``: a low-lr
+  tail), else ``steps``.
 
   Returns:
     ``(optimizer, schedule)``; ``schedule(step)`` is the learning rate.
@@ -86,11 +89,13 @@ def make_optimizer(opt: ml_collections.ConfigDict, steps: int):
     schedule = optax.piecewise_constant_schedule(
         opt.lr, {int(b): float(f) for b, f in zip(opt.boundaries, opt.scales)})
   elif opt.schedule == "cosine":
-    schedule = optax.cosine_decay_schedule(opt.lr, steps, alpha=opt.end_lr_factor)
+    horizon = int(opt.get("decay_steps", 0)) or steps
+    schedule = optax.cosine_decay_schedule(opt.lr, horizon, alpha=opt.end_lr_factor)
   else:
+    horizon = int(opt.get("decay_steps", 0)) or steps
     fraction = opt.get("warmup_fraction", 0.0)
-    warmup = int(fraction * steps) if fraction > 0 else opt.warmup_steps
-    schedule = optax.warmup_cosine_decay_schedule(0.0, opt.lr, warmup, steps,
+    warmup = int(fraction * horizon) if fraction > 0 else opt.warmup_steps
+    schedule = optax.warmup_cosine_decay_schedule(0.0, opt.lr, warmup, horizon,
                                                   end_value=opt.lr * opt.end_lr_factor)
   eps = float(opt.get("eps", 1e-8))
   adam = (optax.adamw(schedule, eps=eps, weight_decay=opt.weight_decay,
