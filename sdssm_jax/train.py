@@ -730,8 +730,9 @@ def _train_and_evaluate(config, workdir: str, stored, signals,
     if main:
       runs.report(f"starting from {source['source']} (its step {source['step']}, weights "
                   f"sha256 {source['weights_sha256'][:12]}...)")
-      with open(os.path.join(workdir, INIT_FROM_FILE), "w") as f:
-        json.dump(source, f, indent=1)
+      # Atomic (a temporary file, fsync, rename): a crash here never leaves a half file
+      # for the end of the run to read.
+      _write_marker(os.path.join(workdir, INIT_FROM_FILE), source)
   if best_step is not None:
     score = _restore_anywhere(best_mngr, best_step, replicated)["score"]
     best_score = tuple(float(s) for s in score)

@@ -131,3 +131,27 @@ def test_config_boundary(value, pattern):
   d["train"]["init_from"] = value  # as a config read from JSON may hold it
   with pytest.raises(ValueError, match=pattern):
     configs.validate(ml_collections.ConfigDict(d))
+
+
+def test_a_crash_while_recording_the_source_leaves_no_half_record(tmp_path, monkeypatch):
+  """init_from.json is written atomically: a run killed while writing it leaves none (not
+  a truncated one that the end of the rerun would fail to read); the rerun records it."""
+  src, dst = "zoo:parity", str(tmp_path / "dst")
+  c = _zoo_config("parity", init_from=src)
+  real_dump = json.dump
+
+  def dump_half_then_die(obj, f, *args, **kwargs):
+    if isinstance(obj, dict) and obj.get("source") == src:
+      f.write('{"source": "')  # part of the record reaches the disk, then the crash
+      raise KeyboardInterrupt("killed while recording the source")
+    return real_dump(obj, f, *args, **kwargs)
+
+  monkeypatch.setattr(train.json, "dump", dump_half_then_die)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(c, dst)
+  assert not os.path.exists(os.path.join(dst, train.INIT_FROM_FILE))
+  monkeypatch.setattr(train.json, "dump", real_dump)
+  result = train.train_and_evaluate(c, dst)
+  with open(os.path.join(dst, train.INIT_FROM_FILE)) as f:
+    assert json.load(f) == result["init_from"]
+  assert result["init_from"]["source"] == src
