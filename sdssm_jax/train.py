@@ -80,6 +80,7 @@ def make_optimizer(opt: ml_collections.ConfigDict, steps: int):
   Returns:
     ``(optimizer, schedule)``; ``schedule(step)`` is the learning rate.
   """
+  span = int(opt.get("decay_steps", 0)) or steps  # the cosine schedules' span
   if opt.schedule == "constant":
     schedule = optax.constant_schedule(opt.lr)
   elif opt.schedule == "piecewise":
@@ -89,13 +90,11 @@ def make_optimizer(opt: ml_collections.ConfigDict, steps: int):
     schedule = optax.piecewise_constant_schedule(
         opt.lr, {int(b): float(f) for b, f in zip(opt.boundaries, opt.scales)})
   elif opt.schedule == "cosine":
-    horizon = int(opt.get("decay_steps", 0)) or steps
-    schedule = optax.cosine_decay_schedule(opt.lr, horizon, alpha=opt.end_lr_factor)
+    schedule = optax.cosine_decay_schedule(opt.lr, span, alpha=opt.end_lr_factor)
   else:
-    horizon = int(opt.get("decay_steps", 0)) or steps
     fraction = opt.get("warmup_fraction", 0.0)
-    warmup = int(fraction * horizon) if fraction > 0 else opt.warmup_steps
-    schedule = optax.warmup_cosine_decay_schedule(0.0, opt.lr, warmup, horizon,
+    warmup = int(fraction * span) if fraction > 0 else opt.warmup_steps
+    schedule = optax.warmup_cosine_decay_schedule(0.0, opt.lr, warmup, span,
                                                   end_value=opt.lr * opt.end_lr_factor)
   eps = float(opt.get("eps", 1e-8))
   adam = (optax.adamw(schedule, eps=eps, weight_decay=opt.weight_decay,

@@ -2,8 +2,8 @@
 while loop; the same losses on 1, 2 and 4 devices; one length per batch (official).
 
 Multi-device checks run in subprocesses with forced host devices. They compile with
-fast-compile XLA CPU flags (_FAST_COMPILE: no fusion emitters, LLVM -O0), which change
-codegen only, not the HLO-level placement of collectives (SPMD partitioning, loop
+the suite's fast-compile XLA CPU flags (conftest.FAST_COMPILE, inherited through
+``XLA_FLAGS``: no fusion emitters, LLVM -O0), which change codegen only, not the HLO-level placement of collectives (SPMD partitioning, loop
 passes); the 1/2/4-device processes run concurrently.
 """
 
@@ -28,8 +28,6 @@ import reference_automata
 pytestmark = pytest.mark.xdist_group("train_step")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_FAST_COMPILE = ("--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0 "
-                 "--xla_llvm_disable_expensive_passes=true")
 
 # ------------------------------------------------------------------- helpers (also used
 # by the subprocess scripts, which import this module)
@@ -161,7 +159,8 @@ def legacy_make_train_step(model, task, optimizer, config, query_symbol, mesh):
 
 def _launch(script, devices):
   env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]),
-         "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {_FAST_COMPILE}"}
+         "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "  # conftest's FAST_COMPILE
+                      f"--xla_force_host_platform_device_count={devices}"}
   return subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
